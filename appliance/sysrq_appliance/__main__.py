@@ -1,0 +1,3 @@
+from sysrq_appliance.cli import main
+
+raise SystemExit(main())
