@@ -1,0 +1,273 @@
+"""sysrq-appliance: the command line. Thin: parse, call one module, print, exit 0/1/2."""
+
+import argparse
+import sys
+import time
+
+from sysrq_appliance import __version__, config, sysrq
+from sysrq_appliance.errors import ApplianceError, InputError
+from sysrq_appliance.password import SYSFS_PARAMETERS
+from sysrq_appliance.seqno import DEFAULT_STATE_DIR
+
+EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
+
+DESCRIPTION = """\
+Fire a magic SysRq key on a hung server through an IPsec ESP tunnel (xt_SYSRQ).
+The same program runs on both ends; 'role:' in the config says which end this is."""
+
+EPILOG = """\
+examples:
+  sysrq-appliance pair --target web1=10.10.25.7 --sender admin1=10.10.25.1 --out ./bundle
+  sysrq-appliance apply                 # on both hosts, after copying each half
+  sysrq-appliance send web1 s           # on the sender: emergency sync on web1
+exit codes: 0 ok, 1 runtime failure, 2 bad input"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit code 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(EXIT_INPUT)
+
+
+def _sub(subparsers, name, help_text, example, description=None):
+    return subparsers.add_parser(
+        name, help=help_text, description=description or help_text,
+        epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser():
+    parser = _Parser(prog="sysrq-appliance", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", default=config.DEFAULT_PATH, metavar="PATH",
+                        help="config file (default: %(default)s)")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+                        help="where sequence numbers and saved settings live "
+                             "(default: %(default)s)")
+    parser.add_argument("--sysfs-dir", default=SYSFS_PARAMETERS, metavar="DIR",
+                        help="xt_SYSRQ's parameter directory (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = _sub(sub, "apply", "make the kernel match the config (idempotent)",
+             "sysrq-appliance apply",
+             "Program the ESP SAs and policies, the SYSRQ firewall chain, the password and "
+             "kernel.sysrq\nso they match the config. Changes only what differs; on any "
+             "failure undoes this run's changes.")
+    p.add_argument("--force", action="store_true",
+                   help="install the SYSRQ rule even when 'doctor' FAILs (e.g. xtables-addons "
+                        "< 3.26, whose xt_SYSRQ panics the kernel on the first request)")
+    p.set_defaults(func=_kernel_command)
+    p = _sub(sub, "down", "remove everything this program installed",
+             "sysrq-appliance down",
+             "Remove our SAs, policies, firewall chain and password; restore kernel.sysrq.")
+    p.set_defaults(func=_kernel_command)
+    p = _sub(sub, "status", "show what is installed and its counters",
+             "sysrq-appliance status --json")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_kernel_command)
+    p = _sub(sub, "plan", "print what 'apply' would change, change nothing",
+             "sysrq-appliance plan")
+    p.set_defaults(func=_kernel_command)
+    p = _sub(sub, "doctor", "check this host can run the appliance safely",
+             "sysrq-appliance doctor",
+             "One PASS/WARN/FAIL line per check; each FAIL says how to fix it.")
+    p.set_defaults(func=_kernel_command)
+
+    p = _sub(sub, "pair", "generate configs, keys and password for one sender-target pair",
+             "sysrq-appliance pair --target web1=10.10.25.7 --sender admin1=10.10.25.1 "
+             "--out ./bundle",
+             "Write OUT/target/ and OUT/sender/: each is the content of /etc/sysrq-appliance "
+             "on that host\n(config, ESP keys, SysRq password; files 0600, directories 0700).")
+    p.add_argument("--target", required=True, metavar="NAME=ADDR", help="the server to rescue")
+    p.add_argument("--sender", required=True, metavar="NAME=ADDR", help="the admin host")
+    p.add_argument("--out", required=True, metavar="DIR", help="where to write the bundle")
+    p.add_argument("--algorithm", default=config.DEFAULT_ALGORITHM,
+                   choices=tuple(config.ALGORITHMS), help="ESP algorithm (default: %(default)s)")
+    p.add_argument("--port", type=int, default=9, help="UDP port of the trigger (default: 9)")
+    p.add_argument("--etc-dir", default="/etc/sysrq-appliance", metavar="DIR",
+                   help="where the halves will live on the hosts (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing bundle")
+    p.set_defaults(func=_pair)
+
+    p = _sub(sub, "password", "set or rotate the SysRq password",
+             "sysrq-appliance password rotate")
+    psub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    psub.required = True
+    q = _sub(psub, "set", "store a password read from a file or stdin (never from argv)",
+             "printf '%s' \"$NEW\" | sysrq-appliance password set",
+             "Store a new SysRq password. It is read from --file or stdin, never from the "
+             "command line\n(argv is visible to every user). On a target it is also handed to "
+             "xt_SYSRQ if loaded;\non a sender it is stored for --peer.")
+    q.add_argument("--file", metavar="PATH", help="read the password from PATH (default: stdin)")
+    q.add_argument("--peer", metavar="NAME", help="sender: the target this password is for")
+    q.set_defaults(func=_password_set)
+    q = _sub(psub, "rotate", "generate, store and activate a new password (target)",
+             "sysrq-appliance password rotate",
+             "Generate a new random password, store it and hand it to xt_SYSRQ if loaded.\n"
+             "Prints which file to copy to the senders; never the password itself.")
+    q.add_argument("--length", type=int, default=32, help="characters (default: 32, max 63)")
+    q.set_defaults(func=_password_rotate)
+
+    p = _sub(sub, "send", "send SysRq keys to a target through the tunnel (sender)",
+             "sysrq-appliance send web1 s",
+             "Build an authenticated xt_SYSRQ request and send it over UDP from this host's\n"
+             "tunnel address, so the outbound IPsec policy encrypts it. 'confirmed' means the\n"
+             "target accepted it (its ICMP port-unreachable answer came back through the "
+             "tunnel).\n"
+             "Keys 'b' (reboot), 'o' (power off) and 'c' (crash) cannot confirm: the machine "
+             "is gone\nbefore it can answer.\n\n"
+             "common keys: s sync, u remount read-only, b reboot, o power off, "
+             "j thaw filesystems,\n  w blocked tasks, t all tasks, m memory, h help "
+             "(the target's kernel.sysrq mask applies)")
+    p.add_argument("target", metavar="TARGET", help="peer name or address from the config")
+    p.add_argument("keys", metavar="KEYS", help="one or more SysRq keys, e.g. s or sub")
+    p.add_argument("--count", type=int, default=1, metavar="N",
+                   help="send N identical copies (safe: the target drops replays)")
+    p.add_argument("--wait", type=float, default=1.0, metavar="SECONDS",
+                   help="how long to wait for the confirmation (default: 1)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the request instead of sending it (never the password)")
+    p.add_argument("--seqno", type=int, help="use this sequence number (with --dry-run: "
+                   "reproducible output)")
+    p.add_argument("--salt", help="use this salt (with --dry-run: reproducible output)")
+    p.set_defaults(func=_send)
+    return parser
+
+
+def _load(args, **kwargs):
+    return config.load(args.config, **kwargs)
+
+
+def _kernel_command(args):
+    from sysrq_appliance import controller  # imports pyroute2/iptc: only where needed
+    return controller.run(args)
+
+
+def _pair(args):
+    from sysrq_appliance import pair
+    target = pair.parse_host(args.target, "--target")
+    sender = pair.parse_host(args.sender, "--sender")
+    if not 1 <= args.port <= 65535:
+        raise InputError(f"--port: {args.port} is out of range; use 1 to 65535")
+    t_dir, s_dir = pair.write_bundle(target, sender, args.out, args.algorithm, args.port,
+                                     args.etc_dir, args.force)
+    print(f"wrote {t_dir}/ and {s_dir}/ (files 0600, directories 0700)")
+    print(f"next: copy {t_dir}/ to {target[0]}:{args.etc_dir}/ and {s_dir}/ to "
+          f"{sender[0]}:{args.etc_dir}/ (e.g. rsync -a over ssh, as root),")
+    print("      then run 'sysrq-appliance apply' on both (or enable sysrq-appliance.service);")
+    print("      delete the bundle afterwards: it holds the keys and the password")
+    return EXIT_OK
+
+
+def _read_new_password(args):
+    from sysrq_appliance import password
+    if args.file:
+        try:
+            with open(args.file, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise InputError(f"--file: cannot read {args.file}: {exc.strerror}") from None
+        return password.validate(data, f"--file {args.file}")
+    if sys.stdin is None or sys.stdin.isatty():
+        raise InputError("password set: give the password on stdin or with --file "
+                         "(never as an argument)")
+    return password.validate(sys.stdin.buffer.read(), "stdin")
+
+
+def _password_set(args):
+    from sysrq_appliance import password
+    cfg = _load(args, check_secrets=False)
+    new = _read_new_password(args)
+    if cfg.role == "sender":
+        if not args.peer:
+            raise InputError("--peer: required on a sender; name the target this password is "
+                             f"for ({', '.join(p.name for p in cfg.peers)})")
+        path = cfg.find_peer(args.peer).password_file
+        password.store(path, new)
+        print(f"stored the password for {args.peer} in {path}")
+        return EXIT_OK
+    if args.peer:
+        raise InputError("--peer: only on a sender; a target has one password")
+    _activate_target_password(cfg, new, args.sysfs_dir)
+    return EXIT_OK
+
+
+def _activate_target_password(cfg, new, sysfs_dir):
+    from sysrq_appliance import password
+    if password.activate(cfg.password_file, new, sysfs_dir):
+        print(f"stored the password in {cfg.password_file} and handed it to xt_SYSRQ")
+    else:
+        print(f"stored the password in {cfg.password_file} "
+              "(xt_SYSRQ not loaded: 'apply' hands it over)")
+    print(f"senders must receive {cfg.password_file} as their password_file for this target "
+          "(copy it as root, keep mode 0600)")
+
+
+def _password_rotate(args):
+    from sysrq_appliance import password
+    cfg = _load(args, check_secrets=False)
+    if cfg.role != "target":
+        raise InputError(f"{cfg.path}: role: rotate runs on the target; on a sender use "
+                         "'password set --peer NAME' with the file the target wrote")
+    _activate_target_password(cfg, password.generate(args.length), args.sysfs_dir)
+    return EXIT_OK
+
+
+def _send(args):
+    from sysrq_appliance import password, seqno, wire
+    cfg = _load(args)
+    if cfg.role != "sender":
+        raise InputError(f"{cfg.path}: role: 'send' needs a sender config (role: sender)")
+    if args.count < 1 or args.count > 1000:
+        raise InputError(f"--count: {args.count} is out of range; use 1 to 1000")
+    if not 0 <= args.wait <= 60:
+        raise InputError(f"--wait: {args.wait} is out of range; use 0 to 60 seconds")
+    peer = cfg.find_peer(args.target)
+    secret = password.load(peer.password_file, f"{cfg.path}: peers[{peer.name}].password_file")
+    if cfg.wire == "plain":
+        print(wire.PLAIN_WARNING, file=sys.stderr)
+        payload = wire.build_plain(args.keys, secret)
+        shown = f"{args.keys}<password>"
+    else:
+        sysrq.check_keys(args.keys)
+        number = args.seqno
+        if number is None:
+            number = (seqno.next_seqno(time.time(), seqno.read_last(args.state_dir, peer.name))
+                      if args.dry_run else seqno.reserve(args.state_dir, peer.name, time.time()))
+        request = wire.build(args.keys, number, args.salt or wire.new_salt(), peer.address,
+                             secret, cfg.hash)
+        payload = request.encode()
+        shown = payload.decode()
+    if args.dry_run:
+        print(f"would send to {peer.name} ({peer.address}:{cfg.port}) from {cfg.local}: {shown}")
+        return EXIT_OK
+    from sysrq_appliance import sender
+    outcome = sender.send(payload, cfg.local, peer.address, cfg.port, args.count, args.wait)
+    if outcome.confirmed:
+        print(f"confirmed: {peer.name} accepted {args.keys!r} "
+              f"(answer through the tunnel after {outcome.seconds * 1000:.0f} ms)")
+    elif any(k in sysrq.NO_CONFIRMATION_KEYS for k in args.keys):
+        print(f"sent, not confirmed: {peer.name} cannot answer after "
+              f"{''.join(k for k in args.keys if k in sysrq.NO_CONFIRMATION_KEYS)!r}")
+    else:
+        print(f"sent, not confirmed: no answer from {peer.name} within {args.wait:g} s "
+              "(wrong password, replay, tunnel down, or key outside its kernel.sysrq mask)")
+    return EXIT_OK
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"sysrq-appliance: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except ApplianceError as exc:
+        print(f"sysrq-appliance: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return EXIT_RUNTIME

@@ -1,0 +1,280 @@
+"""Load and validate /etc/sysrq-appliance/appliance.yaml into frozen dataclasses.
+
+Every error is one line: file, field path, the bad value (never a secret), what is allowed.
+"""
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+import yaml
+
+from sysrq_appliance import sysrq
+from sysrq_appliance.errors import InputError
+from sysrq_appliance.secretfile import check_secret_file
+
+DEFAULT_PATH = "/etc/sysrq-appliance/appliance.yaml"
+DEFAULT_PASSWORD_FILE = "/etc/sysrq-appliance/password"
+ROLES = ("target", "sender")
+# ESP algorithm -> allowed key lengths in bytes, per direction
+ALGORITHMS = {
+    "rfc4106(gcm(aes))": (20, 28, 36),        # AES-128/192/256 key + 4-byte salt
+    "cbc(aes)+hmac(sha256)": (48, 56, 64),    # AES-128/192/256 key + 32-byte HMAC key
+}
+DEFAULT_ALGORITHM = "rfc4106(gcm(aes))"
+HASHES = ("sha1", "sha256", "sha512")
+WIRES = ("hashed", "plain")
+BACKENDS = ("auto", "nft", "legacy")
+SPI_MIN, SPI_MAX = 0x100, 0xFFFFFFFF
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    address: str
+    spi_in: int       # SPI of the SA carrying peer -> local
+    spi_out: int      # SPI of the SA carrying local -> peer
+    key_file: str
+    mac: str | None = None              # target only: also match the sender's MAC
+    password_file: str | None = None    # sender only: that target's SysRq password
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    role: str
+    local: str
+    peers: tuple[Peer, ...]
+    algorithm: str = DEFAULT_ALGORITHM
+    port: int = 9
+    hash: str = "sha1"
+    wire: str = "hashed"
+    password_file: str = DEFAULT_PASSWORD_FILE   # target: the password given to xt_SYSRQ
+    allow: tuple[str, ...] = ("sync", "remount", "reboot")
+    drop_other: bool = True
+    backend: str = "auto"
+
+    @property
+    def sysrq_mask(self):
+        return sysrq.mask_for(self.allow)
+
+    @property
+    def family(self):
+        return ipaddress.ip_address(self.local).version
+
+    def find_peer(self, name_or_address):
+        for peer in self.peers:
+            if name_or_address in (peer.name, peer.address):
+                return peer
+        try:
+            wanted = ipaddress.ip_address(name_or_address)
+        except ValueError:
+            wanted = None
+        for peer in self.peers:
+            if wanted is not None and ipaddress.ip_address(peer.address) == wanted:
+                return peer
+        names = ", ".join(p.name for p in self.peers)
+        raise InputError(f"TARGET: {name_or_address!r} is not a peer in {self.path}; "
+                         f"known: {names}")
+
+
+class _Reader:
+    """Walks the YAML tree, producing errors that name the file and the field path."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def fail(self, field, message):
+        raise InputError(f"{self.path}: {field}: {message}")
+
+    def mapping(self, value, field, allowed, required=()):
+        if not isinstance(value, dict):
+            self.fail(field, f"expected a mapping, got {_show(value)}")
+        for key in value:
+            if key not in allowed:
+                self.fail(_join(field, key), f"unknown field; allowed: {', '.join(allowed)}")
+        for key in required:
+            if key not in value:
+                self.fail(_join(field, key), "missing; this field is required")
+        return value
+
+    def choice(self, value, field, choices):
+        if value not in choices:
+            self.fail(field, f"{_show(value)} is not allowed; use one of: {', '.join(choices)}")
+        return value
+
+    def integer(self, value, field, low, high, hexa=False):
+        if isinstance(value, str):
+            try:
+                value = int(value, 0)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(field, f"{_show(value)} is not a whole number")
+        if not low <= value <= high:
+            shown, lo, hi = (hex(value), hex(low), hex(high)) if hexa else (value, low, high)
+            self.fail(field, f"{shown} is out of range; use {lo} to {hi}")
+        return value
+
+    def boolean(self, value, field):
+        if not isinstance(value, bool):
+            self.fail(field, f"{_show(value)} is not true or false")
+        return value
+
+    def address(self, value, field):
+        try:
+            address = ipaddress.ip_address(str(value)) if isinstance(value, str) else None
+        except ValueError:
+            address = None
+        if address is None:
+            self.fail(field, f"{_show(value)} is not an IPv4 or IPv6 address")
+        if address.is_unspecified or address.is_multicast or address.is_loopback:
+            self.fail(field, f"{value} is not a unicast host address; use this host's "
+                      "or the peer's tunnel address")
+        return str(address)
+
+    def path_field(self, value, field):
+        if not isinstance(value, str) or not value.startswith("/"):
+            self.fail(field, f"{_show(value)} is not an absolute path")
+        return value
+
+
+def _join(field, key):
+    return f"{field}.{key}" if field else str(key)
+
+
+def _show(value):
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def load(path=DEFAULT_PATH, secret_owner=0, check_secrets=True):
+    """Read and validate the config file; raise InputError (exit 2) on any problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such config file; copy "
+                         "/etc/sysrq-appliance/appliance.yaml.example or run "
+                         "'sysrq-appliance pair'") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise InputError(f"{path}: {where}: {problem}; fix the YAML syntax") from None
+    config = parse(raw, path)
+    if check_secrets:
+        for field, secret in secret_files(config):
+            check_secret_file(secret, f"{path}: {field}", secret_owner)
+    return config
+
+
+def secret_files(config):
+    """(field path, file) for every secret the config refers to."""
+    files = []
+    if config.role == "target":
+        files.append(("sysrq.password_file", config.password_file))
+    for i, peer in enumerate(config.peers):
+        files.append((f"peers[{i}].key_file", peer.key_file))
+        if peer.password_file:
+            files.append((f"peers[{i}].password_file", peer.password_file))
+    return files
+
+
+def parse(raw, path="<config>"):
+    """Validate an already-parsed YAML document into a Config."""
+    r = _Reader(path)
+    top = r.mapping(raw, "", ("role", "local", "peers", "ipsec", "sysrq", "firewall"),
+                    required=("role", "local", "peers"))
+    role = r.choice(top["role"], "role", ROLES)
+    local = r.address(top["local"], "local")
+    ipsec = r.mapping(top.get("ipsec") or {}, "ipsec", ("algorithm",))
+    algorithm = r.choice(ipsec.get("algorithm", DEFAULT_ALGORITHM), "ipsec.algorithm",
+                         tuple(ALGORITHMS))
+    sysrq_allowed = ("port", "hash", "wire", "drop_other")
+    sysrq_allowed += ("password_file", "allow") if role == "target" else ()
+    sq = r.mapping(top.get("sysrq") or {}, "sysrq", sysrq_allowed)
+    firewall = r.mapping(top.get("firewall") or {}, "firewall", ("backend",))
+    allow = tuple(_parse_allow(r, sq.get("allow", list(Config.allow))))
+    peers = _parse_peers(r, top["peers"], role, local)
+    return Config(
+        path=path, role=role, local=local, peers=peers, algorithm=algorithm,
+        port=r.integer(sq.get("port", 9), "sysrq.port", 1, 65535),
+        hash=r.choice(sq.get("hash", "sha1"), "sysrq.hash", HASHES),
+        wire=r.choice(sq.get("wire", "hashed"), "sysrq.wire", WIRES),
+        password_file=r.path_field(sq.get("password_file", DEFAULT_PASSWORD_FILE),
+                                   "sysrq.password_file"),
+        allow=allow,
+        drop_other=r.boolean(sq.get("drop_other", True), "sysrq.drop_other"),
+        backend=r.choice(firewall.get("backend", "auto"), "firewall.backend", BACKENDS),
+    )
+
+
+def _parse_allow(r, value):
+    names = (sysrq.ALL, *sysrq.FUNCTIONS)
+    if not isinstance(value, list) or not value:
+        r.fail("sysrq.allow", f"{_show(value)} is not a non-empty list; "
+               f"use some of: {', '.join(names)}")
+    for i, name in enumerate(value):
+        r.choice(name, f"sysrq.allow[{i}]", names)
+    if sysrq.ALL in value and len(value) > 1:
+        r.fail("sysrq.allow", "'all' cannot be combined with other names; list the functions "
+               "you want instead")
+    if len(set(value)) != len(value):
+        r.fail("sysrq.allow", "a name is listed twice; list each function once")
+    return value
+
+
+def _parse_peers(r, value, role, local):
+    if not isinstance(value, list) or not value:
+        r.fail("peers", f"{_show(value)} is not a non-empty list of peers")
+    allowed = ("name", "address", "spi_in", "spi_out", "key_file")
+    allowed += ("mac",) if role == "target" else ("password_file",)
+    required = ("name", "address", "spi_in", "spi_out", "key_file")
+    required += ("password_file",) if role == "sender" else ()
+    local_family = ipaddress.ip_address(local).version
+    peers, names, addresses, spis = [], set(), set(), {}
+    for i, item in enumerate(value):
+        field = f"peers[{i}]"
+        item = r.mapping(item, field, allowed, required)
+        name = item["name"]
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            r.fail(f"{field}.name", f"{_show(name)} is not a valid name; use 1-32 of a-z 0-9 "
+                   ". _ - starting with a letter or digit")
+        if name in names:
+            r.fail(f"{field}.name", f"{name!r} is used by two peers; names must be unique")
+        names.add(name)
+        address = r.address(item["address"], f"{field}.address")
+        if ipaddress.ip_address(address).version != local_family:
+            r.fail(f"{field}.address", f"{address} is IPv{ipaddress.ip_address(address).version}"
+                   f" but local is IPv{local_family}; a peer must use local's family")
+        if address == local:
+            r.fail(f"{field}.address", f"{address} is the local address; give the peer's")
+        if address in addresses:
+            r.fail(f"{field}.address", f"{address} is used by two peers; one peer per address")
+        addresses.add(address)
+        spi = {}
+        for direction in ("spi_in", "spi_out"):
+            spi[direction] = r.integer(item[direction], f"{field}.{direction}", SPI_MIN,
+                                       SPI_MAX, hexa=True)
+            if spi[direction] in spis:
+                r.fail(f"{field}.{direction}", f"{hex(spi[direction])} is already used by "
+                       f"{spis[spi[direction]]}; SPIs must be unique across all peers and "
+                       "directions")
+            spis[spi[direction]] = f"{field}.{direction}"
+        mac = item.get("mac")
+        if mac is not None and (not isinstance(mac, str) or not MAC_RE.match(mac.lower())):
+            r.fail(f"{field}.mac", f"{_show(mac)} is not a MAC address like aa:bb:cc:dd:ee:ff")
+        password_file = item.get("password_file")
+        if password_file is not None:
+            password_file = r.path_field(password_file, f"{field}.password_file")
+        peers.append(Peer(
+            name=name, address=address,
+            spi_in=spi["spi_in"], spi_out=spi["spi_out"],
+            key_file=r.path_field(item["key_file"], f"{field}.key_file"),
+            mac=mac.lower() if mac else None, password_file=password_file))
+    return tuple(peers)

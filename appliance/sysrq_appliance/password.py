@@ -1,0 +1,99 @@
+"""The SysRq password: generate, validate, store, and hand to the kernel with `echo -n` semantics."""
+
+import errno
+import os
+import secrets
+import string
+
+from sysrq_appliance.errors import ApplianceError, InputError
+from sysrq_appliance.secretfile import read_secret, write_secret
+
+MAX_BYTES = 63            # the module keeps a 64-byte buffer with its NUL; longer -> ENOSPC
+DEFAULT_LENGTH = 32
+# No comma (the request's separator), no newline (the kernel cuts there), no quotes.
+ALPHABET = string.ascii_letters + string.digits + "-_.+=:@%^*"
+SYSFS_PARAMETERS = "/sys/module/xt_SYSRQ/parameters"
+
+
+def generate(length=DEFAULT_LENGTH):
+    if not 1 <= length <= MAX_BYTES:
+        raise InputError(f"--length: {length} is out of range; use 1 to {MAX_BYTES}")
+    return "".join(secrets.choice(ALPHABET) for _ in range(length)).encode()
+
+
+def validate(password, source):
+    """Return the password bytes or raise InputError naming what is wrong (never the value)."""
+    if not password:
+        raise InputError(f"{source}: the password is empty; give 1 to {MAX_BYTES} bytes")
+    if len(password) > MAX_BYTES:
+        raise InputError(f"{source}: the password has {len(password)} bytes; "
+                         f"xt_SYSRQ keeps at most {MAX_BYTES}")
+    for byte, name in ((b"\n", "a newline"), (b"\0", "a NUL byte"), (b",", "a comma"),
+                       (b"\r", "a carriage return")):
+        if byte in password:
+            raise InputError(f"{source}: the password contains {name}; "
+                             "remove it (a trailing newline too: use printf '%s' or echo -n)")
+    return password
+
+
+def load(path, field, owner=0):
+    return validate(read_secret(path, field, owner), field)
+
+
+def store(path, password):
+    write_secret(path, validate(password, path))
+
+
+def module_loaded(sysfs_dir=SYSFS_PARAMETERS):
+    return os.path.isdir(sysfs_dir)
+
+
+def read_kernel_password(sysfs_dir=SYSFS_PARAMETERS):
+    with open(os.path.join(sysfs_dir, "password"), "rb") as f:
+        return f.read().rstrip(b"\n")  # sysfs prints a newline after the string
+
+
+def write_kernel_password(password, sysfs_dir=SYSFS_PARAMETERS):
+    """One write() of the exact bytes, no newline, then read back and compare."""
+    path = os.path.join(sysfs_dir, "password")
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            written = os.write(fd, password)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        hint = " (longer than the module accepts)" if exc.errno == errno.ENOSPC else ""
+        raise ApplianceError(f"cannot write {path}: {exc.strerror}{hint}") from None
+    if written != len(password) or read_kernel_password(sysfs_dir) != password:
+        raise ApplianceError(f"{path}: read-back differs from what was written; "
+                             "the kernel did not take the password")
+
+
+def kernel_password_matches(password, sysfs_dir=SYSFS_PARAMETERS):
+    return secrets.compare_digest(read_kernel_password(sysfs_dir), password)
+
+
+def activate(path, new, sysfs_dir=SYSFS_PARAMETERS):
+    """Store `new` in `path` and, if xt_SYSRQ is loaded, hand it to the kernel.
+
+    All or nothing: if the kernel refuses, the old file comes back. Returns True if the
+    kernel has it now.
+    """
+    try:
+        with open(path, "rb") as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = None
+    store(path, new)
+    if not module_loaded(sysfs_dir):
+        return False
+    try:
+        write_kernel_password(new, sysfs_dir)
+    except ApplianceError:
+        if old is None:
+            os.unlink(path)
+        else:
+            write_secret(path, old)
+        raise
+    return True

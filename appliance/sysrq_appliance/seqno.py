@@ -1,0 +1,45 @@
+"""The sender's per-target sequence numbers, kept so every request is newer than the last.
+
+seqno = max(now, last + 1): two sends in one second both work, and a clock stepped
+backwards does not lock the sender out until it catches up.
+"""
+
+import fcntl
+import os
+import re
+
+from sysrq_appliance.secretfile import write_secret
+
+DEFAULT_STATE_DIR = "/var/lib/sysrq-appliance"
+
+
+def _path(state_dir, target):
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", target)
+    return os.path.join(state_dir, f"seqno.{safe}")
+
+
+def next_seqno(now, last):
+    return max(int(now), last + 1)
+
+
+def read_last(state_dir, target):
+    try:
+        with open(_path(state_dir, target), encoding="ascii") as f:
+            return int(f.read().strip() or 0)
+    except FileNotFoundError:
+        return 0
+    except ValueError:
+        return 0  # a damaged file: fall back to the clock, which is always valid when sane
+
+
+def reserve(state_dir, target, now):
+    """Take the next seqno for `target` and record it before anything is sent.
+
+    An exclusive lock makes two concurrent senders get different numbers.
+    """
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    with open(os.path.join(state_dir, ".seqno.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        seqno = next_seqno(now, read_last(state_dir, target))
+        write_secret(_path(state_dir, target), f"{seqno}\n".encode("ascii"))
+        return seqno
