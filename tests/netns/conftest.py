@@ -49,3 +49,21 @@ def make_netns():
 @pytest.fixture
 def netns(make_netns):
     return make_netns()
+
+
+@pytest.fixture
+def linked_netns(make_netns):
+    """(sender, target): two namespaces joined by one veth pair, 10.10.25.1 <-> 10.10.25.7.
+
+    No default route in either, and no link to anything else.
+    """
+    sender, target = make_netns(), make_netns()
+    sender.address, target.address = "10.10.25.1", "10.10.25.7"
+    link = f"sra{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "-n", sender.name, "link", "add", "eth0", "type", "veth",
+                    "peer", "name", link, "netns", target.name], check=True)
+    target.run("ip", "link", "set", link, "name", "eth0")
+    for ns in (sender, target):
+        ns.run("ip", "addr", "add", f"{ns.address}/24", "dev", "eth0")
+        ns.run("ip", "link", "set", "eth0", "up")
+    return sender, target

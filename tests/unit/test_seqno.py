@@ -1,0 +1,23 @@
+import stat
+
+from sysrq_appliance import seqno
+
+
+def test_next_is_clock_or_last_plus_one():
+    assert seqno.next_seqno(1000.7, 0) == 1000
+    assert seqno.next_seqno(1000, 1000) == 1001        # two sends in one second
+    assert seqno.next_seqno(900, 1000) == 1001         # clock stepped backwards
+
+
+def test_reserve_persists_per_target(tmp_path):
+    assert seqno.reserve(str(tmp_path), "web1", 5000) == 5000
+    assert seqno.reserve(str(tmp_path), "web1", 5000) == 5001
+    assert seqno.reserve(str(tmp_path), "web2", 5000) == 5000
+    assert seqno.read_last(str(tmp_path), "web1") == 5001
+    mode = stat.S_IMODE((tmp_path / "seqno.web1").stat().st_mode)
+    assert mode == 0o600
+
+
+def test_damaged_state_falls_back_to_clock(tmp_path):
+    (tmp_path / "seqno.web1").write_text("garbage")
+    assert seqno.reserve(str(tmp_path), "web1", 7000) == 7000
