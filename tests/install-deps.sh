@@ -1,0 +1,29 @@
+#!/bin/sh
+# Install, from Debian only, what the test tiers need; skip apt entirely when all is there.
+# Usage: tests/install-deps.sh TIER...   (tiers: unit netns package vagrant)
+set -eu
+packages=""
+for tier in "$@"; do
+    case "$tier" in
+        unit) packages="$packages python3-pyroute2 python3-iptables python3-yaml python3-pytest" ;;
+        netns) packages="$packages iptables iproute2 kmod mmdebstrap" ;;
+        package) packages="$packages debhelper dh-python pybuild-plugin-pyproject python3-all
+                  python3-setuptools lintian mmdebstrap fakeroot" ;;
+        vagrant) packages="$packages vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients
+                  qemu-system-x86 qemu-utils mmdebstrap dnsmasq-base e2fsprogs" ;;
+        *) echo "install-deps: unknown tier '$tier' (use unit netns package vagrant)" >&2; exit 2 ;;
+    esac
+done
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing:$missing — run as root (sudo) to install them" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get -o DPkg::Lock::Timeout=600 update -qq
+# shellcheck disable=SC2086
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing >/dev/null
