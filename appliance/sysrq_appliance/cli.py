@@ -48,6 +48,14 @@ def build_parser():
                              "(default: %(default)s)")
     parser.add_argument("--sysfs-dir", default=SYSFS_PARAMETERS, metavar="DIR",
                         help="xt_SYSRQ's parameter directory (default: %(default)s)")
+    testing = parser.add_argument_group(
+        "for testing on hosts without the real thing (never needed in production)")
+    testing.add_argument("--sysctl-path", default="/proc/sys/kernel/sysrq", metavar="PATH",
+                         help="the kernel.sysrq file (default: %(default)s)")
+    testing.add_argument("--firewall-target", default="SYSRQ", metavar="TARGET",
+                         help="iptables target of the peer rules (default: %(default)s)")
+    testing.add_argument("--without-esp", action="store_true",
+                         help="program policies and rules but no SAs (kernels without ESP)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -142,8 +150,8 @@ def _load(args, **kwargs):
 
 
 def _kernel_command(args):
-    from sysrq_appliance import controller  # imports pyroute2/iptc: only where needed
-    return controller.run(args)
+    from sysrq_appliance import commands  # imports pyroute2: only where needed
+    return commands.run(args)
 
 
 def _pair(args):

@@ -57,7 +57,7 @@ def write_kernel_password(password, sysfs_dir=SYSFS_PARAMETERS):
     """One write() of the exact bytes, no newline, then read back and compare."""
     path = os.path.join(sysfs_dir, "password")
     try:
-        fd = os.open(path, os.O_WRONLY)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # as the shell's `echo -n >` opens it
         try:
             written = os.write(fd, password)
         finally:

@@ -1,0 +1,77 @@
+"""The kernel-facing CLI verbs: apply, down, status, plan, doctor."""
+
+import fcntl
+import os
+import sys
+
+from sysrq_appliance import config, controller, doctor, firewall, status, system, xfrm
+from sysrq_appliance.errors import ApplianceError
+
+FORCE_RISK = ("--force: installing the SYSRQ rule although doctor FAILs; with "
+              "xtables-addons < 3.26 any request that reaches it panics this kernel")
+
+
+def context(args, cfg):
+    paths = system.Paths(sysfs_dir=args.sysfs_dir, sysctl=args.sysctl_path,
+                         state_dir=args.state_dir)
+    return controller.Context(cfg, paths, cfg.backend if cfg else "auto",
+                              args.firewall_target, not args.without_esp)
+
+
+def run(args):
+    if args.command == "doctor":
+        return _doctor(args)
+    if args.command == "down" and not os.path.exists(args.config):
+        cfg = None   # still remove whatever of ours is there (package removal, lost config)
+    else:
+        cfg = config.load(args.config)
+    ctx = context(args, cfg)
+    backend = firewall.get_backend(ctx.backend_name)
+    with _lock(ctx.paths), xfrm.XfrmSocket() as sock:
+        if args.command == "plan":
+            controller.print_plan(controller.plan_changes(ctx, sock, backend))
+        elif args.command == "status":
+            result = status.report(ctx, sock, backend)
+            print(status.render_json(result) if args.json else status.render_text(result))
+        elif args.command == "apply":
+            _refuse_unless_healthy(args, cfg)
+            controller.apply(ctx, sock, backend)
+        elif args.command == "down":
+            controller.down(ctx, sock, backend)
+    return 0
+
+
+def _doctor(args):
+    checks = doctor.run_checks(args.config, context(args, None).paths,
+                               with_sa=not args.without_esp)
+    for check in checks:
+        print(check)
+    return 1 if doctor.failures(checks) else 0
+
+
+def _refuse_unless_healthy(args, cfg):
+    if cfg.role != "target":
+        return
+    failed = doctor.failures(doctor.run_checks(args.config, context(args, cfg).paths,
+                                               with_sa=not args.without_esp))
+    if failed and not args.force:
+        raise ApplianceError(f"doctor FAILs, nothing changed: {failed[0]} "
+                             "(run 'sysrq-appliance doctor'; 'apply --force' overrides)")
+    if failed:
+        print(FORCE_RISK, file=sys.stderr)
+
+
+class _lock:
+    """One apply/down/status at a time (the timer and an admin may race)."""
+
+    def __init__(self, paths):
+        self.path = os.path.join(paths.state_dir, ".lock")
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)

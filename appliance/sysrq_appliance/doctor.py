@@ -1,0 +1,127 @@
+"""Can this host run the appliance safely? One PASS/WARN/FAIL line per check, with the fix."""
+
+import ctypes
+import os
+from dataclasses import dataclass
+
+from sysrq_appliance import config, firewall, system, sysrq
+from sysrq_appliance.errors import ApplianceError, InputError
+
+PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+CLONE_NEWNET = 0x40000000
+
+
+@dataclass(frozen=True)
+class Check:
+    level: str
+    name: str
+    message: str
+
+    def __str__(self):
+        return f"{self.level} {self.name}: {self.message}"
+
+
+def run_checks(config_path, paths, with_sa=True, secret_owner=0):
+    checks = []
+    try:
+        cfg = config.load(config_path, secret_owner=secret_owner)
+        checks.append(Check(PASS, "config", f"{config_path} is valid ({cfg.role}, "
+                            f"{len(cfg.peers)} peer(s)); secret files are root-only 0600"))
+    except InputError as exc:
+        return [Check(FAIL, "config", str(exc))]
+    if cfg.role == "target":
+        checks += [_magic_sysrq(cfg, paths), _xtables_addons(), _module_hash(cfg, paths)]
+    checks.append(_esp(cfg) if with_sa else
+                  Check(WARN, "esp", "not checked (--without-esp): no SA will be programmed"))
+    checks.append(_iptables_backend(cfg))
+    return [c for c in checks if c is not None]
+
+
+def _magic_sysrq(cfg, paths):
+    current = system.read_sysrq(paths)
+    if current is None:
+        return Check(FAIL, "magic-sysrq", f"{paths.sysctl} is missing: the kernel lacks "
+                     "CONFIG_MAGIC_SYSRQ; use a kernel built with it (Debian's is)")
+    if current != cfg.sysrq_mask:
+        return Check(WARN, "magic-sysrq", f"kernel.sysrq is {current} "
+                     f"({', '.join(sysrq.names_for(current)) or 'off'}); apply sets "
+                     f"{cfg.sysrq_mask} ({', '.join(cfg.allow)})")
+    return Check(PASS, "magic-sysrq", f"kernel.sysrq is {current} ({', '.join(cfg.allow)})")
+
+
+def _xtables_addons():
+    version = system.xtables_addons_version()
+    if version is None:
+        return Check(FAIL, "xt_SYSRQ", "xtables-addons is not installed; "
+                     "apt install xtables-addons-dkms linux-headers-$(uname -r)")
+    shown = ".".join(map(str, version))
+    if version < system.MIN_SAFE_XTABLES_ADDONS:
+        return Check(FAIL, "xt_SYSRQ", f"xtables-addons {shown} < 3.26: its xt_SYSRQ "
+                     "corrupts the kernel stack and panics on the first request that reaches "
+                     "the digest check, wrong password included; install xtables-addons-dkms "
+                     ">= 3.26 (e.g. from Debian 13 or backports)")
+    return Check(PASS, "xt_SYSRQ", f"xtables-addons {shown}")
+
+
+def _module_hash(cfg, paths):
+    loaded = system.module_hash(paths)
+    if loaded is None:
+        return None
+    if loaded != cfg.hash:
+        return Check(FAIL, "hash", f"xt_SYSRQ runs with hash={loaded} but the config says "
+                     f"{cfg.hash}; set sysrq.hash: {loaded} or reload the module")
+    return Check(PASS, "hash", f"xt_SYSRQ hash={loaded} matches the config")
+
+
+def _esp(cfg):
+    """Add and drop a throwaway SA of the configured algorithm in a throwaway netns."""
+    pid = os.fork()
+    if pid == 0:   # child: its own network namespace, gone when it exits
+        code = 3
+        try:
+            code = _probe_esp_in_new_netns(cfg.algorithm)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return Check(PASS, "esp", f"the kernel accepts ESP tunnel SAs with {cfg.algorithm}")
+    if code == 1:
+        return Check(FAIL, "esp", f"the kernel has no ESP support for {cfg.algorithm}; "
+                     "load esp4/esp6 and the crypto modules (Debian's kernel has them)")
+    return Check(FAIL, "esp", "could not probe ESP in a throwaway network namespace "
+                 "(needs root and CAP_SYS_ADMIN)")
+
+
+def _probe_esp_in_new_netns(algorithm):
+    from sysrq_appliance import esp_keys, plan, xfrm
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        return 2
+    keys = esp_keys.generate(algorithm)
+    probe = xfrm.State("192.0.2.1", "192.0.2.2", 0x5352FFFF, xfrm.REQID_BASE,
+                       **plan.algorithms(algorithm, keys.inbound))
+    try:
+        with xfrm.XfrmSocket() as sock:
+            sock.add_state(probe)
+    except xfrm.EspUnsupported:
+        return 1
+    except ApplianceError:
+        return 2
+    return 0
+
+
+def _iptables_backend(cfg):
+    try:
+        system_backend = firewall.detect_backend()
+    except ApplianceError as exc:
+        return Check(FAIL, "iptables", f"{exc}; apt install iptables")
+    chosen = system_backend if cfg.backend == "auto" else cfg.backend
+    if chosen != system_backend:
+        return Check(WARN, "iptables", f"firewall.backend is {chosen} but iptables uses "
+                     f"{system_backend}: our rules will not show in 'iptables -S'")
+    return Check(PASS, "iptables", f"backend {chosen} (iptables uses {system_backend})")
+
+
+def failures(checks):
+    return [c for c in checks if c.level == FAIL]

@@ -1,0 +1,122 @@
+"""`status`: what of ours the kernel holds, its counters, and how it differs from the config."""
+
+import json
+import secrets
+import subprocess
+
+from sysrq_appliance import controller, firewall, plan, system, sysrq
+
+
+def report(ctx, sock, backend):
+    """A JSON-ready dict; never contains a secret."""
+    cfg = ctx.cfg
+    desired = controller.desired_state(ctx)
+    observed = controller.observe(ctx, sock, backend)
+    drift = [s.description for s in controller.changes(ctx, desired, observed, sock, backend)]
+    states = {(s.dst, s.spi): (s, c) for s, c in observed.states}
+    policies = {(p.selector, p.dir) for p in observed.policies}
+    chain = observed.chains.get(desired.chain.family) if desired.chain else None
+    rule_counters = _rule_counters(desired.chain, chain)
+    reqids = plan.reqids(cfg.peers)
+    peers = []
+    for peer in cfg.peers:
+        sas = {}
+        for direction, src, dst, spi in (("in", peer.address, cfg.local, peer.spi_in),
+                                         ("out", cfg.local, peer.address, peer.spi_out)):
+            found = states.get((dst, spi))
+            sas[direction] = {"spi": f"{spi:#010x}", "present": found is not None}
+            if found:
+                counters = found[1]
+                sas[direction].update(bytes=counters.bytes, packets=counters.packets,
+                                      replay_errors=counters.replay,
+                                      integrity_errors=counters.integrity_failed)
+        wanted = [p for p in desired.policies if p.template.reqid == reqids[peer.name]]
+        entry = {"name": peer.name, "address": peer.address, "sas": sas,
+                 "policies": {p.dir: (p.selector, p.dir) in policies for p in wanted}}
+        if cfg.role == "target":
+            entry["rule"] = rule_counters.get(peer.address, {"present": False})
+        peers.append(entry)
+    result = {"role": cfg.role, "config": cfg.path, "peers": peers, "drift": drift,
+              "in_sync": not drift, "esp": "programmed" if ctx.with_sa else
+              "not programmed (--without-esp)"}
+    if cfg.role == "target":
+        version = system.xtables_addons_version()
+        result.update(
+            backend=backend.name,
+            module={"loaded": observed.module_loaded,
+                    "hash": system.module_hash(ctx.paths),
+                    "xtables_addons": ".".join(map(str, version)) if version else None},
+            password_set=observed.kernel_password is not None
+            and secrets.compare_digest(observed.kernel_password, desired.password),
+            kernel_sysrq={"value": observed.sysrq_mask,
+                          "allows": sysrq.names_for(observed.sysrq_mask or 0),
+                          "wanted": desired.sysrq_mask},
+            drop_rule=rule_counters.get("drop", {"present": False}),
+            legacy_rules_while_nft=backend.name == "nft" and _legacy_chain_present())
+    return result
+
+
+def _rule_counters(spec, chain):
+    """peer address (or "drop") -> {present, packets} from our chain's read-back."""
+    if spec is None or chain is None:
+        return {}
+    counters = dict(zip(chain.lines, chain.counters))
+    wanted = firewall.render(spec)
+    result = {}
+    for rule, line in zip(spec.rules, wanted):
+        result[rule.peer] = {"present": line in counters,
+                             "packets": counters.get(line, (0, 0))[0]}
+    if spec.drop_other:
+        line = wanted[-1]
+        result["drop"] = {"present": line in counters, "packets": counters.get(line, (0, 0))[0]}
+    return result
+
+
+def _legacy_chain_present():
+    try:
+        out = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return False
+    return f":{firewall.CHAIN} " in out
+
+
+def render_text(result):
+    lines = [f"role: {result['role']} ({result['config']})"]
+    if result["role"] == "target":
+        m = result["module"]
+        lines.append(f"xt_SYSRQ: {'loaded' if m['loaded'] else 'not loaded'}, hash "
+                     f"{m['hash'] or '?'}, xtables-addons {m['xtables_addons'] or '?'}")
+        lines.append(f"password set: {'yes' if result['password_set'] else 'no'}")
+        k = result["kernel_sysrq"]
+        lines.append(f"kernel.sysrq: {k['value']} ({', '.join(k['allows']) or 'off'}); "
+                     f"config wants {k['wanted']}")
+        lines.append(f"firewall backend: {result['backend']}; other packets to the port "
+                     f"dropped: {result['drop_rule'].get('packets', 0)}")
+        if result["legacy_rules_while_nft"]:
+            lines.append("WARNING: our chain exists in the legacy tables while iptables uses "
+                         "nf_tables")
+    lines.append(f"ESP: {result['esp']}")
+    for peer in result["peers"]:
+        sas = ", ".join(
+            f"{d} {sa['spi']} " + (f"{sa['packets']} pkts {sa['bytes']} B, errors "
+                                   f"{sa['replay_errors']}/{sa['integrity_errors']}"
+                                   if sa["present"] else "MISSING")
+            for d, sa in peer["sas"].items())
+        pols = ", ".join(f"{d} {'ok' if ok else 'MISSING'}" for d, ok in peer["policies"].items())
+        line = f"peer {peer['name']} ({peer['address']}): SA {sas}; policy {pols}"
+        if "rule" in peer:
+            rule = peer["rule"]
+            line += (f"; rule: {rule['packets']} request(s) reached xt_SYSRQ" if rule["present"]
+                     else "; rule MISSING")
+        lines.append(line)
+    if result["drift"]:
+        lines.append("drift from the config (run 'sysrq-appliance apply'):")
+        lines += [f"  {d}" for d in result["drift"]]
+    else:
+        lines.append("in sync with the config")
+    return "\n".join(lines)
+
+
+def render_json(result):
+    return json.dumps(result, indent=2, sort_keys=True)
+
