@@ -17,7 +17,8 @@
 # network or its firewall. Needs root, mmdebstrap (first run only), unshare, chroot.
 set -euo pipefail
 
-PACKAGES="iptables,python3-iptables,python3-pytest,iproute2"
+# The project's runtime dependencies (as in pyproject.toml) and what its tests need.
+PACKAGES="iptables,iproute2,python3-iptables,python3-pyroute2,python3-yaml,python3-pytest"
 MIRROR=${SYSRQ_ROOT_MIRROR:-http://deb.debian.org/debian}
 CACHE=${SYSRQ_ROOT_CACHE:-/var/cache/sysrq-appliance/roots}
 REPO_IN_ROOT=/srv/sysrq-appliance
@@ -59,6 +60,7 @@ mnt() { mount "$@"; mounts="${!#} $mounts"; }
 cleanup() { for m in $mounts; do umount -R "$m"; done; }
 trap cleanup EXIT
 mount --make-rprivate /
+mnt --bind "$root" "$root"  # the root must be a mount point: `ip netns exec` remounts /
 mnt -t proc proc "$root/proc"
 mnt -t sysfs sysfs "$root/sys"
 mnt --rbind /dev "$root/dev"

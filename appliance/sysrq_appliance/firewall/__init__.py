@@ -1,0 +1,274 @@
+"""Our firewall chain: what it should hold, how we read it back, which backend writes it.
+
+Everything we own lives in table filter, for IPv4 and IPv6 alike:
+
+    -A INPUT -j SYSRQ-APPLIANCE                       exactly one, at the top of INPUT
+    -A SYSRQ-APPLIANCE -s PEER/32 -d LOCAL/32 -p udp -m udp --dport 9 -m policy --dir in
+       --pol ipsec --proto esp --mode tunnel --tunnel-dst LOCAL --tunnel-src PEER
+       [-m mac --mac-source MAC] -m limit --limit 10/sec --limit-burst 20 -j SYSRQ
+    -A SYSRQ-APPLIANCE -p udp -m udp --dport 9 -j DROP    every other packet to the port
+
+`render()` produces these lines exactly as `iptables-save` prints them, so one string list
+serves to write the chain (nft backend) and to check what the kernel holds (both backends).
+Nothing else is ever touched: not other chains, not other rules of INPUT, not its policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import re
+import subprocess
+from typing import Protocol
+
+from sysrq_appliance.errors import ApplianceError, InputError
+
+CHAIN = "SYSRQ-APPLIANCE"
+JUMP = f"-A INPUT -j {CHAIN}"
+RATE = "10/sec"
+BURST = 20
+
+_TARGET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,28}")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_COUNTED_RULE = re.compile(r"\[(\d+):(\d+)\] (-A (\S+)( .*)?)")
+
+
+class FirewallError(ApplianceError):
+    """iptables refused a change, or the kernel holds something other than we wrote."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerRule:
+    """One sender allowed to trigger: its tunnel address, ours, the UDP port, its MAC."""
+
+    peer: str
+    local: str
+    port: int
+    mac: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainSpec:
+    """The desired content of our chain for one address family (4 or 6)."""
+
+    family: int
+    rules: tuple[PeerRule, ...]
+    port: int
+    drop_other: bool = True
+    target: str = "SYSRQ"
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservedChain:
+    """Our chain as the kernel holds it.
+
+    `lines` are its rules in `iptables-save` form, `counters` their (packets, bytes);
+    `jump_present` is true when INPUT's first rule is our jump, `jump_count` counts our
+    jump rules (`-A INPUT -j SYSRQ-APPLIANCE`) anywhere in INPUT.
+    """
+
+    family: int
+    lines: tuple[str, ...]
+    counters: tuple[tuple[int, int], ...]
+    jump_present: bool
+    jump_count: int
+
+
+class Backend(Protocol):
+    name: str
+
+    def observe(self, family: int) -> ObservedChain | None:
+        """Our chain and jump, or None when our chain does not exist."""
+
+    def install(self, spec: ChainSpec) -> None:
+        """Make our chain exactly `spec` with one jump at the top of INPUT; idempotent."""
+
+    def remove(self, family: int) -> None:
+        """Remove our jump(s) and our chain; nothing to do when absent."""
+
+
+# ---------------------------------------------------------------------------- rendering
+
+def render(spec: ChainSpec) -> list[str]:
+    """The rule lines of our chain, exactly as `iptables-save` prints them."""
+    if spec.family not in (4, 6):
+        raise InputError(f"firewall: address family must be 4 or 6, not {spec.family!r}")
+    if not _TARGET_NAME.fullmatch(spec.target):
+        raise InputError(f"firewall: bad target name {spec.target!r}")
+    lines = [_render_peer(rule, spec.family, spec.target) for rule in spec.rules]
+    if spec.drop_other:
+        lines.append(f"-A {CHAIN} -p udp -m udp --dport {_port(spec.port)} -j DROP")
+    return lines
+
+
+def _render_peer(rule: PeerRule, family: int, target: str) -> str:
+    peer, local = _address(rule.peer, family), _address(rule.local, family)
+    host = 32 if family == 4 else 128
+    line = (f"-A {CHAIN} -s {peer}/{host} -d {local}/{host} -p udp -m udp --dport {_port(rule.port)}"
+            f" -m policy --dir in --pol ipsec --proto esp --mode tunnel"
+            f" --tunnel-dst {local} --tunnel-src {peer}")
+    if rule.mac is not None:
+        line += f" -m mac --mac-source {_mac(rule.mac)}"
+    return line + f" -m limit --limit {RATE} --limit-burst {BURST} -j {target}"
+
+
+def _address(text: str, family: int) -> str:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise InputError(f"firewall: {text!r} is not an IP address") from None
+    if address.version != family:
+        raise InputError(f"firewall: {text} is not an IPv{family} address")
+    return str(address)
+
+
+def _port(port: int) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InputError(f"firewall: port must be 1-65535, not {port!r}")
+    return port
+
+
+def _mac(text: str) -> str:
+    mac = text.lower()
+    if not _MAC.fullmatch(mac):
+        raise InputError(f"firewall: {text!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+    return mac
+
+
+# ---------------------------------------------------------------------------- reading back
+
+def parse_save(text: str, family: int) -> ObservedChain | None:
+    """Our chain and jumps from the filter table in `iptables-save -c` output."""
+    in_filter = exists = False
+    lines, counters, input_rules = [], [], []
+    for line in text.splitlines():
+        if line.startswith("*"):
+            in_filter = line == "*filter"
+        elif not in_filter:
+            continue
+        elif line.startswith(f":{CHAIN} "):
+            exists = True
+        elif match := _COUNTED_RULE.fullmatch(line):
+            packets, octets, rule, chain = match.group(1, 2, 3, 4)
+            if chain == CHAIN:
+                lines.append(rule)
+                counters.append((int(packets), int(octets)))
+            elif chain == "INPUT":
+                input_rules.append(rule)
+    if not exists:
+        return None
+    return ObservedChain(family=family, lines=tuple(lines), counters=tuple(counters),
+                         jump_present=input_rules[:1] == [JUMP],
+                         jump_count=input_rules.count(JUMP))
+
+
+def jump_in_place(observed: ObservedChain | None) -> bool:
+    """Exactly one jump to our chain, and it is INPUT's first rule."""
+    return observed is not None and observed.jump_present and observed.jump_count == 1
+
+
+def mismatch(observed: ObservedChain | None, spec: ChainSpec) -> str | None:
+    """What differs between the kernel's state and `spec`, or None when nothing does."""
+    if observed is None:
+        return f"chain {CHAIN} does not exist"
+    if not jump_in_place(observed):
+        return (f"INPUT has {observed.jump_count} jump(s) to {CHAIN}, "
+                f"first rule is{'' if observed.jump_present else ' not'} ours")
+    wanted = render(spec)
+    if list(observed.lines) != wanted:
+        return ("chain content differs:\n  wanted: " + "\n          ".join(wanted)
+                + "\n  found:  " + "\n          ".join(observed.lines))
+    return None
+
+
+# ---------------------------------------------------------------------------- shared machinery
+
+def run(argv: list[str], stdin: str | None = None) -> str:
+    """Run an iptables tool: its stdout, or FirewallError carrying its stderr."""
+    try:
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FirewallError(f"{argv[0]}: {exc}") from exc
+    if done.returncode != 0:
+        raise FirewallError(f"{argv[0]} failed (exit {done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+class ChainBackend:
+    """The install/remove procedure common to both backends.
+
+    A backend names its save tools and supplies `_write` (our chain as `spec` plus the
+    jump fixed, in one commit) and `_delete` (our jumps and chain, in one commit).
+    Every write is read back: if the kernel then holds anything but `spec`, our chain
+    and jump are removed (fail closed) and FirewallError says what differed.
+    """
+
+    name: str
+    save_tools: dict[int, str]
+
+    def _write(self, spec: ChainSpec, before: ObservedChain | None) -> None:
+        raise NotImplementedError
+
+    def _delete(self, before: ObservedChain) -> None:
+        raise NotImplementedError
+
+    def _locked(self):
+        """Held around read-modify-write; legacy iptables needs the xtables lock."""
+        return contextlib.nullcontext()
+
+    def observe(self, family: int) -> ObservedChain | None:
+        if family not in self.save_tools:
+            raise InputError(f"firewall: address family must be 4 or 6, not {family!r}")
+        return parse_save(run([self.save_tools[family], "-c"]), family)
+
+    def install(self, spec: ChainSpec) -> None:
+        render(spec)  # reject a bad spec before touching anything
+        with self._locked():
+            before = self.observe(spec.family)
+            if mismatch(before, spec) is None:
+                return
+            self._write(spec, before)
+            problem = mismatch(self.observe(spec.family), spec)
+            if problem is None:
+                return
+            self._remove(spec.family)
+        raise FirewallError(f"{self.name} backend: after writing IPv{spec.family} {CHAIN}, "
+                            f"{problem}\n(our chain and jump were removed again)")
+
+    def remove(self, family: int) -> None:
+        with self._locked():
+            self._remove(family)
+
+    def _remove(self, family: int) -> None:
+        before = self.observe(family)
+        if before is None:
+            return
+        self._delete(before)
+        if self.observe(family) is not None:
+            raise FirewallError(f"{self.name} backend: IPv{family} {CHAIN} still exists after removal")
+
+
+# ---------------------------------------------------------------------------- backend choice
+
+def detect_backend() -> str:
+    """"nft" or "legacy": the backend the system's `iptables` uses (`iptables -V`)."""
+    version = run(["iptables", "-V"])
+    if "(nf_tables)" in version:
+        return "nft"
+    if "(legacy)" in version:
+        return "legacy"
+    raise FirewallError(f"cannot tell the iptables backend from `iptables -V`: {version.strip()!r}")
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called `name`: "auto" (as `iptables -V` says), "nft" or "legacy"."""
+    if name == "auto":
+        name = detect_backend()
+    if name == "nft":
+        from sysrq_appliance.firewall.nft import NftBackend
+        return NftBackend()
+    if name == "legacy":
+        from sysrq_appliance.firewall.legacy import LegacyBackend
+        return LegacyBackend()
+    raise InputError(f"firewall.backend must be auto, nft or legacy, not {name!r}")

@@ -1,0 +1,134 @@
+"""The legacy backend: python-iptables (libiptc), read back with iptables-legacy-save.
+
+python-iptables drives only legacy iptables (its issue 319): what it writes is invisible
+to iptables-nft. The whole change of a table is built in one libiptc handle with
+autocommit off and committed once, so the kernel swaps the table in a single step. From
+the first read to the read-back we hold the xtables lock, as iptables-legacy does, so no
+concurrent iptables-legacy can slip a change in between (a libiptc commit replaces the
+whole table: the change would be lost). The fixes python-iptables needs are in
+iptc_compat; whether they worked is checked by the read-back in ChainBackend.install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+
+from sysrq_appliance.firewall import (BURST, CHAIN, RATE, ChainBackend, ChainSpec, FirewallError,
+                                      ObservedChain, PeerRule, jump_in_place)
+from sysrq_appliance.firewall import iptc_compat
+
+LOCK_WAIT = 10.0  # seconds
+
+
+class LegacyBackend(ChainBackend):
+    name = "legacy"
+    save_tools = {4: "iptables-legacy-save", 6: "ip6tables-legacy-save"}
+
+    def _locked(self):
+        return xtables_lock()
+
+    def _write(self, spec: ChainSpec, before: ObservedChain | None) -> None:
+        iptc = iptc_compat.load()
+        with _transaction(iptc, spec.family) as table:
+            if before is None:
+                table.create_chain(CHAIN)
+            else:
+                table.flush_entries(CHAIN)
+            chain = iptc.Chain(table, CHAIN)
+            for peer in spec.rules:
+                chain.append_rule(_peer_rule(iptc, spec, peer))
+            if spec.drop_other:
+                chain.append_rule(_drop_rule(iptc, spec))
+            if not jump_in_place(before):
+                _delete_jumps(iptc, table, before)
+                iptc.Chain(table, "INPUT").insert_rule(_jump_rule(iptc, spec.family))
+
+    def _delete(self, before: ObservedChain) -> None:
+        iptc = iptc_compat.load()
+        with _transaction(iptc, before.family) as table:
+            _delete_jumps(iptc, table, before)
+            table.flush_entries(CHAIN)
+            table.delete_chain(CHAIN)
+
+
+@contextlib.contextmanager
+def _transaction(iptc, family: int):
+    """The filter table in one libiptc handle; committed once if the block succeeds."""
+    try:
+        if family == 4:
+            table = iptc.Table(iptc.Table.FILTER, autocommit=False)
+        else:
+            table = iptc.Table6(iptc.Table6.FILTER, autocommit=False)
+        table.refresh()  # a fresh handle: the table object is cached by python-iptables
+        try:
+            yield table
+            table.commit()
+        finally:
+            table.close()
+    except (iptc.IPTCError, iptc.XTablesError, ValueError) as exc:
+        raise FirewallError(f"legacy backend (python-iptables): {exc}") from exc
+
+
+def _new_rule(iptc, family: int):
+    return iptc.Rule() if family == 4 else iptc.Rule6()
+
+
+def _peer_rule(iptc, spec: ChainSpec, peer: PeerRule):
+    host = "/32" if spec.family == 4 else "/128"
+    rule = _new_rule(iptc, spec.family)
+    rule.src, rule.dst, rule.protocol = peer.peer + host, peer.local + host, "udp"
+    rule.create_match("udp").dport = str(peer.port)
+    policy = iptc_compat.create_match(rule, "policy")
+    policy.dir, policy.pol, policy.proto, policy.mode = "in", "ipsec", "esp", "tunnel"
+    policy.tunnel_src, policy.tunnel_dst = peer.peer, peer.local
+    if peer.mac is not None:
+        rule.create_match("mac").mac_source = peer.mac
+    limit = rule.create_match("limit")
+    limit.limit, limit.limit_burst = RATE, str(BURST)
+    rule.target = iptc.Target(rule, spec.target)
+    return rule
+
+
+def _drop_rule(iptc, spec: ChainSpec):
+    rule = _new_rule(iptc, spec.family)
+    rule.protocol = "udp"
+    rule.create_match("udp").dport = str(spec.port)
+    rule.target = iptc.Target(rule, "DROP")
+    return rule
+
+
+def _jump_rule(iptc, family: int):
+    rule = _new_rule(iptc, family)
+    rule.target = iptc.Target(rule, CHAIN)
+    return rule
+
+
+def _delete_jumps(iptc, table, before: ObservedChain | None) -> None:
+    """Delete the jumps `before` counted: each is `-A INPUT -j SYSRQ-APPLIANCE` exactly."""
+    input_chain = iptc.Chain(table, "INPUT")
+    for _ in range(before.jump_count if before is not None else 0):
+        input_chain.delete_rule(_jump_rule(iptc, before.family))
+
+
+@contextlib.contextmanager
+def xtables_lock(wait: float = LOCK_WAIT):
+    """Hold the lock iptables-legacy takes ($XTABLES_LOCKFILE, default /run/xtables.lock)."""
+    path = os.environ.get("XTABLES_LOCKFILE", "/run/xtables.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise FirewallError(f"another iptables holds {path} for more than "
+                                        f"{wait:.0f} s; try again") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)

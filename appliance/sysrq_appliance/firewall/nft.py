@@ -1,0 +1,51 @@
+"""The nf_tables backend: `iptables-nft-restore --noflush`, one transaction per table.
+
+A restore script names only our chain and our jump, so `--noflush` leaves every other
+chain and rule alone; the kernel applies the whole script at COMMIT or none of it.
+
+    *filter
+    -F SYSRQ-APPLIANCE                  (or ":SYSRQ-APPLIANCE - [0:0]" to create it)
+    -A SYSRQ-APPLIANCE ...              render(spec)
+    -D INPUT -j SYSRQ-APPLIANCE         once per jump, only when the jump is not exactly
+    -I INPUT 1 -j SYSRQ-APPLIANCE       one at the top of INPUT
+    COMMIT
+"""
+
+from __future__ import annotations
+
+from sysrq_appliance.firewall import (CHAIN, ChainBackend, ChainSpec, ObservedChain,
+                                      jump_in_place, render, run)
+
+_RESTORE = {4: "iptables-nft-restore", 6: "ip6tables-nft-restore"}
+_DELETE_JUMP = f"-D INPUT -j {CHAIN}"
+_INSERT_JUMP = f"-I INPUT 1 -j {CHAIN}"
+
+
+def install_script(spec: ChainSpec, before: ObservedChain | None) -> list[str]:
+    """The restore script that turns `before` into `spec`."""
+    script = ["*filter", f"-F {CHAIN}" if before is not None else f":{CHAIN} - [0:0]"]
+    script += render(spec)
+    if not jump_in_place(before):
+        script += [_DELETE_JUMP] * (before.jump_count if before is not None else 0)
+        script.append(_INSERT_JUMP)
+    return script + ["COMMIT"]
+
+
+def remove_script(before: ObservedChain) -> list[str]:
+    """The restore script that removes our jumps and chain."""
+    return ["*filter", *[_DELETE_JUMP] * before.jump_count, f"-F {CHAIN}", f"-X {CHAIN}", "COMMIT"]
+
+
+class NftBackend(ChainBackend):
+    name = "nft"
+    save_tools = {4: "iptables-nft-save", 6: "ip6tables-nft-save"}
+
+    def _write(self, spec: ChainSpec, before: ObservedChain | None) -> None:
+        _restore(spec.family, install_script(spec, before))
+
+    def _delete(self, before: ObservedChain) -> None:
+        _restore(before.family, remove_script(before))
+
+
+def _restore(family: int, script: list[str]) -> None:
+    run([_RESTORE[family], "--noflush"], stdin="\n".join(script) + "\n")
