@@ -140,3 +140,25 @@ def test_plaintext_never_reaches_the_rule_and_is_dropped(linked_netns, tmp_path,
     assert report["drop_rule"]["packets"] == 5
     target.cli("down", check=True)
 
+
+
+def test_sender_policy_never_lets_the_request_out_in_plaintext(linked_netns, tmp_path, bundle):
+    """With the sender's out-policy in place but no SA (this kernel has no ESP), the
+    request is held back by the kernel instead of leaving unencrypted."""
+    sender_ns, target_ns = linked_netns
+    target = Installation(target_ns, tmp_path, "target", bundle=bundle)
+    sender = Installation(sender_ns, tmp_path, "sender", bundle=bundle)
+    target.cli("apply", "--force", check=True)
+    applied = sender.cli("apply", check=True)
+    assert "add policy out 10.10.25.1 -> 10.10.25.7 udp dport 9" in applied.stdout
+    assert "add policy in 10.10.25.7 -> 10.10.25.1 icmp type 3 code 3" in applied.stdout
+    sent = sender.cli("send", "web1", "s", "--wait", "0.3", "--count", "3")
+    assert sent.returncode == 0 and "not confirmed" in sent.stdout
+    report = json.loads(target.cli("status", "--json", check=True).stdout)
+    assert report["drop_rule"]["packets"] == 0 and report["peers"][0]["rule"]["packets"] == 0
+    # Other traffic between the two hosts is untouched by our policies.
+    assert sender_ns.run("ping", "-c1", "-W2", "10.10.25.7", check=False).returncode == 0
+    assert "nothing to change" in sender.cli("apply", check=True).stdout
+    sender.cli("down", check=True)
+    assert sender_ns.run("ip", "xfrm", "policy").stdout == ""
+    target.cli("down", check=True)
