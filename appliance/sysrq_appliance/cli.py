@@ -4,7 +4,7 @@ import argparse
 import sys
 import time
 
-from sysrq_appliance import __version__, config, sysrq
+from sysrq_appliance import __version__, config, sequences, sysrq
 from sysrq_appliance.errors import ApplianceError, InputError
 from sysrq_appliance.password import SYSFS_PARAMETERS
 from sysrq_appliance.seqno import DEFAULT_STATE_DIR
@@ -97,6 +97,9 @@ def build_parser():
     p.add_argument("--port", type=int, default=9, help="UDP port of the trigger (default: 9)")
     p.add_argument("--etc-dir", default="/etc/sysrq-appliance", metavar="DIR",
                    help="where the halves will live on the hosts (default: %(default)s)")
+    p.add_argument("--allow", default="sync,remount,reboot", metavar="NAMES",
+                   help="SysRq functions the target allows, comma-separated "
+                        "(default: %(default)s; see the README for the names)")
     p.add_argument("--force", action="store_true", help="overwrite an existing bundle")
     p.set_defaults(func=_pair)
 
@@ -129,9 +132,17 @@ def build_parser():
              "is gone\nbefore it can answer.\n\n"
              "common keys: s sync, u remount read-only, b reboot, o power off, "
              "j thaw filesystems,\n  w blocked tasks, t all tasks, m memory, h help "
-             "(the target's kernel.sysrq mask applies)")
+             "(the target's kernel.sysrq mask applies)\n\n"
+             "sequences (--sequence NAME; override or add your own under 'sequences:' in the "
+             "config):\n" + "\n".join(f"  {name:14} {text}" for name, text in
+                                        sequences.HELP.items()) +
+             "\n  a sequence is refused before anything is sent if a step needs a function "
+             "the\n  target does not allow (the peer's 'allow:' list in this config)")
     p.add_argument("target", metavar="TARGET", help="peer name or address from the config")
-    p.add_argument("keys", metavar="KEYS", help="one or more SysRq keys, e.g. s or sub")
+    p.add_argument("keys", metavar="KEYS", nargs="?",
+                   help="one or more SysRq keys, e.g. s or sub (or use --sequence)")
+    p.add_argument("--sequence", metavar="NAME",
+                   help="send a rescue sequence, one request per step (listed above)")
     p.add_argument("--count", type=int, default=1, metavar="N",
                    help="send N identical copies (safe: the target drops replays)")
     p.add_argument("--wait", type=float, default=1.0, metavar="SECONDS",
@@ -160,8 +171,9 @@ def _pair(args):
     sender = pair.parse_host(args.sender, "--sender")
     if not 1 <= args.port <= 65535:
         raise InputError(f"--port: {args.port} is out of range; use 1 to 65535")
+    allow = pair.parse_allow(args.allow)
     t_dir, s_dir = pair.write_bundle(target, sender, args.out, args.algorithm, args.port,
-                                     args.etc_dir, args.force)
+                                     args.etc_dir, args.force, allow)
     print(f"wrote {t_dir}/ and {s_dir}/ (files 0600, directories 0700)")
     print(f"next: copy {t_dir}/ to {target[0]}:{args.etc_dir}/ and {s_dir}/ to "
           f"{sender[0]}:{args.etc_dir}/ (e.g. rsync -a over ssh, as root),")
@@ -225,7 +237,10 @@ def _password_rotate(args):
 
 
 def _send(args):
-    from sysrq_appliance import password, seqno, wire
+    from sysrq_appliance import password
+    if (args.keys is None) == (args.sequence is None):
+        raise InputError("send: give KEYS or --sequence NAME, not both or neither "
+                         "(see 'sysrq-appliance send --help')")
     cfg = _load(args)
     if cfg.role != "sender":
         raise InputError(f"{cfg.path}: role: 'send' needs a sender config (role: sender)")
@@ -234,36 +249,53 @@ def _send(args):
     if not 0 <= args.wait <= 60:
         raise InputError(f"--wait: {args.wait} is out of range; use 0 to 60 seconds")
     peer = cfg.find_peer(args.target)
+    if args.sequence is None:
+        steps = (sequences.Step(keys=sysrq.check_keys(args.keys)),)
+    else:
+        steps = sequences.resolve(args.sequence, dict(cfg.sequences))
+        sequences.refuse_masked(steps, peer.allow, peer.name, args.sequence)
+        print(f"{args.sequence} on {peer.name}: " + ", ".join(
+            s.keys or f"wait {s.seconds:g} s" for s in steps))
     secret = password.load(peer.password_file, f"{cfg.path}: peers[{peer.name}].password_file")
+    seqno = args.seqno
+    for number, step in enumerate(steps, 1):
+        prefix = f"  {number}/{len(steps)} " if args.sequence else ""
+        if not step.keys:
+            print(f"{prefix}wait {step.seconds:g} s", flush=True)
+            if not args.dry_run:
+                time.sleep(step.seconds)
+            continue
+        print(prefix + _send_request(cfg, peer, secret, step.keys, seqno, args), flush=True)
+        seqno = seqno + 1 if seqno is not None else None
+    return EXIT_OK
+
+
+def _send_request(cfg, peer, secret, keys, fixed_seqno, args):
+    """Build, send and report one request; returns the line to print."""
+    from sysrq_appliance import seqno, wire
     if cfg.wire == "plain":
         print(wire.PLAIN_WARNING, file=sys.stderr)
-        payload = wire.build_plain(args.keys, secret)
-        shown = f"{args.keys}<password>"
+        payload, shown = wire.build_plain(keys, secret), f"{keys}<password>"
     else:
-        sysrq.check_keys(args.keys)
-        number = args.seqno
+        number = fixed_seqno
         if number is None:
             number = (seqno.next_seqno(time.time(), seqno.read_last(args.state_dir, peer.name))
                       if args.dry_run else seqno.reserve(args.state_dir, peer.name, time.time()))
-        request = wire.build(args.keys, number, args.salt or wire.new_salt(), peer.address,
-                             secret, cfg.hash)
-        payload = request.encode()
+        payload = wire.build(keys, number, args.salt or wire.new_salt(), peer.address, secret,
+                             cfg.hash).encode()
         shown = payload.decode()
     if args.dry_run:
-        print(f"would send to {peer.name} ({peer.address}:{cfg.port}) from {cfg.local}: {shown}")
-        return EXIT_OK
+        return f"would send to {peer.name} ({peer.address}:{cfg.port}) from {cfg.local}: {shown}"
     from sysrq_appliance import sender
     outcome = sender.send(payload, cfg.local, peer.address, cfg.port, args.count, args.wait)
     if outcome.confirmed:
-        print(f"confirmed: {peer.name} accepted {args.keys!r} "
-              f"(answer through the tunnel after {outcome.seconds * 1000:.0f} ms)")
-    elif any(k in sysrq.NO_CONFIRMATION_KEYS for k in args.keys):
-        print(f"sent, not confirmed: {peer.name} cannot answer after "
-              f"{''.join(k for k in args.keys if k in sysrq.NO_CONFIRMATION_KEYS)!r}")
-    else:
-        print(f"sent, not confirmed: no answer from {peer.name} within {args.wait:g} s "
-              "(wrong password, replay, tunnel down, or key outside its kernel.sysrq mask)")
-    return EXIT_OK
+        return (f"confirmed: {peer.name} accepted {keys!r} "
+                f"(answer through the tunnel after {outcome.seconds * 1000:.0f} ms)")
+    silent = "".join(k for k in keys if k in sysrq.NO_CONFIRMATION_KEYS)
+    if silent:
+        return f"sent, not confirmed: {peer.name} cannot answer after {silent!r}"
+    return (f"sent, not confirmed: no answer from {peer.name} within {args.wait:g} s "
+            "(wrong password, replay, tunnel down, or key outside its kernel.sysrq mask)")
 
 
 def main(argv=None):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from sysrq_appliance import sysrq
+from sysrq_appliance import sequences, sysrq
 from sysrq_appliance.errors import InputError
 from sysrq_appliance.secretfile import check_secret_file
 
@@ -39,6 +39,7 @@ class Peer:
     key_file: str
     mac: str | None = None              # target only: also match the sender's MAC
     password_file: str | None = None    # sender only: that target's SysRq password
+    allow: tuple[str, ...] | None = None    # sender only: the target's allow list, if known
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Config:
     allow: tuple[str, ...] = ("sync", "remount", "reboot")
     drop_other: bool = True
     backend: str = "auto"
+    sequences: tuple = ()                # sender only: ((name, steps), ...) of its own
 
     @property
     def sysrq_mask(self):
@@ -87,7 +89,8 @@ class _Reader:
         self.path = path
 
     def fail(self, field, message):
-        raise InputError(f"{self.path}: {field}: {message}")
+        where = f"{self.path}: " if self.path else ""
+        raise InputError(f"{where}{field}: {message}")
 
     def mapping(self, value, field, allowed, required=()):
         if not isinstance(value, dict):
@@ -188,9 +191,11 @@ def secret_files(config):
 def parse(raw, path="<config>"):
     """Validate an already-parsed YAML document into a Config."""
     r = _Reader(path)
-    top = r.mapping(raw, "", ("role", "local", "peers", "ipsec", "sysrq", "firewall"),
-                    required=("role", "local", "peers"))
+    top = r.mapping(raw, "", ("role", "local", "peers", "ipsec", "sysrq", "firewall",
+                              "sequences"), required=("role", "local", "peers"))
     role = r.choice(top["role"], "role", ROLES)
+    if role == "target" and "sequences" in top:
+        r.fail("sequences", "only a sender sends sequences; remove it from the target config")
     local = r.address(top["local"], "local")
     ipsec = r.mapping(top.get("ipsec") or {}, "ipsec", ("algorithm",))
     algorithm = r.choice(ipsec.get("algorithm", DEFAULT_ALGORITHM), "ipsec.algorithm",
@@ -199,7 +204,7 @@ def parse(raw, path="<config>"):
     sysrq_allowed += ("password_file", "allow") if role == "target" else ()
     sq = r.mapping(top.get("sysrq") or {}, "sysrq", sysrq_allowed)
     firewall = r.mapping(top.get("firewall") or {}, "firewall", ("backend",))
-    allow = tuple(_parse_allow(r, sq.get("allow", list(Config.allow))))
+    allow = tuple(_parse_allow(r, sq.get("allow", list(Config.allow)), "sysrq.allow"))
     peers = _parse_peers(r, top["peers"], role, local)
     return Config(
         path=path, role=role, local=local, peers=peers, algorithm=algorithm,
@@ -211,21 +216,41 @@ def parse(raw, path="<config>"):
         allow=allow,
         drop_other=r.boolean(sq.get("drop_other", True), "sysrq.drop_other"),
         backend=r.choice(firewall.get("backend", "auto"), "firewall.backend", BACKENDS),
+        sequences=_parse_sequences(r, top.get("sequences") or {}),
     )
 
 
-def _parse_allow(r, value):
+def _parse_sequences(r, value):
+    if not isinstance(value, dict):
+        r.fail("sequences", f"expected a mapping of name to steps, got {_show(value)}")
+    parsed = []
+    for name, steps in value.items():
+        if not isinstance(name, str) or not sequences.NAME_RE.match(name):
+            r.fail(f"sequences.{name}", "not a valid name; use 1-32 of a-z 0-9 -")
+        try:
+            parsed.append((name, sequences.parse(steps, f"sequences.{name}")))
+        except InputError as exc:
+            r.fail(*str(exc).split(": ", 1))
+    return tuple(parsed)
+
+
+def parse_allow_list(value, field):
+    """Validate allow-names outside a config file (e.g. a CLI option)."""
+    return _parse_allow(_Reader(None), value, field)
+
+
+def _parse_allow(r, value, field):
     names = (sysrq.ALL, *sysrq.FUNCTIONS)
     if not isinstance(value, list) or not value:
-        r.fail("sysrq.allow", f"{_show(value)} is not a non-empty list; "
+        r.fail(field, f"{_show(value)} is not a non-empty list; "
                f"use some of: {', '.join(names)}")
     for i, name in enumerate(value):
-        r.choice(name, f"sysrq.allow[{i}]", names)
+        r.choice(name, f"{field}[{i}]", names)
     if sysrq.ALL in value and len(value) > 1:
-        r.fail("sysrq.allow", "'all' cannot be combined with other names; list the functions "
+        r.fail(field, "'all' cannot be combined with other names; list the functions "
                "you want instead")
     if len(set(value)) != len(value):
-        r.fail("sysrq.allow", "a name is listed twice; list each function once")
+        r.fail(field, "a name is listed twice; list each function once")
     return value
 
 
@@ -233,7 +258,7 @@ def _parse_peers(r, value, role, local):
     if not isinstance(value, list) or not value:
         r.fail("peers", f"{_show(value)} is not a non-empty list of peers")
     allowed = ("name", "address", "spi_in", "spi_out", "key_file")
-    allowed += ("mac",) if role == "target" else ("password_file",)
+    allowed += ("mac",) if role == "target" else ("password_file", "allow")
     required = ("name", "address", "spi_in", "spi_out", "key_file")
     required += ("password_file",) if role == "sender" else ()
     local_family = ipaddress.ip_address(local).version
@@ -272,9 +297,12 @@ def _parse_peers(r, value, role, local):
         password_file = item.get("password_file")
         if password_file is not None:
             password_file = r.path_field(password_file, f"{field}.password_file")
+        allow = item.get("allow")
+        if allow is not None:
+            allow = tuple(_parse_allow(r, allow, f"{field}.allow"))
         peers.append(Peer(
             name=name, address=address,
             spi_in=spi["spi_in"], spi_out=spi["spi_out"],
             key_file=r.path_field(item["key_file"], f"{field}.key_file"),
-            mac=mac.lower() if mac else None, password_file=password_file))
+            mac=mac.lower() if mac else None, password_file=password_file, allow=allow))
     return tuple(peers)

@@ -11,6 +11,7 @@ import os
 import secrets
 
 from sysrq_appliance import esp_keys, password
+from sysrq_appliance import config
 from sysrq_appliance.config import DEFAULT_ALGORITHM, NAME_RE, SPI_MIN
 from sysrq_appliance.errors import InputError
 from sysrq_appliance.secretfile import ensure_private_dir, write_secret
@@ -27,6 +28,13 @@ def parse_host(value, option):
         return name, str(ipaddress.ip_address(address))
     except ValueError:
         raise InputError(f"{option}: {address!r} is not an IPv4 or IPv6 address") from None
+
+
+def parse_allow(text):
+    """'sync,remount,reboot' -> validated tuple of allow-names."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    config.parse_allow_list(list(names), "--allow")
+    return names
 
 
 def _spis(count):
@@ -54,7 +62,7 @@ sysrq:
 
 
 def write_bundle(target, sender, out, algorithm=DEFAULT_ALGORITHM, port=9, etc_dir=ETC_DIR,
-                 force=False):
+                 force=False, allow=("sync", "remount", "reboot")):
     """Write the bundle; return the two directories (target half, sender half)."""
     (t_name, t_addr), (s_name, s_addr) = target, sender
     if ipaddress.ip_address(t_addr).version != ipaddress.ip_address(s_addr).version:
@@ -76,14 +84,15 @@ def write_bundle(target, sender, out, algorithm=DEFAULT_ALGORITHM, port=9, etc_d
     write_secret(os.path.join(t_dir, "appliance.yaml"), _config(
         "target", t_addr, dict(name=s_name, address=s_addr, spi_in=to_target, spi_out=to_sender),
         algorithm, port, key_line.format(etc_dir, s_name)).encode()
-        + f"  password_file: {etc_dir}/password\n  allow: [sync, remount, reboot]\n".encode())
+        + f"  password_file: {etc_dir}/password\n  allow: [{', '.join(allow)}]\n".encode())
     write_secret(os.path.join(t_dir, "keys", f"{s_name}.key"),
                  esp_keys.render(keys, s_name, algorithm))
     write_secret(os.path.join(t_dir, "password"), sysrq_password)
     write_secret(os.path.join(s_dir, "appliance.yaml"), _config(
         "sender", s_addr, dict(name=t_name, address=t_addr, spi_in=to_sender, spi_out=to_target),
         algorithm, port, key_line.format(etc_dir, t_name)
-        + f"    password_file: {etc_dir}/passwords/{t_name}\n").encode())
+        + f"    password_file: {etc_dir}/passwords/{t_name}\n"
+        + f"    allow: [{', '.join(allow)}]   # the target's sysrq.allow\n").encode())
     write_secret(os.path.join(s_dir, "keys", f"{t_name}.key"),
                  esp_keys.render(keys.swapped(), t_name, algorithm))
     write_secret(os.path.join(s_dir, "passwords", t_name), sysrq_password)

@@ -37,7 +37,7 @@ def test_version():
 
 
 @pytest.mark.parametrize("argv", [
-    [], ["frobnicate"], ["send", "web1"], ["send", "web1", "s", "--count", "many"],
+    [], ["frobnicate"], ["send"], ["send", "web1", "s", "--count", "many"],
     ["pair", "--target", "web1=10.10.25.7"], ["password"], ["status", "--yaml"],
 ])
 def test_wrong_usage_is_one_line_and_exit_2(argv):
@@ -162,3 +162,46 @@ def test_password_set_refuses_a_terminal_or_bad_value(tmp_path):
                  input=b"x" * 64)
     assert result.returncode == 2
     assert "has 64 bytes; xt_SYSRQ keeps at most 63" in result.stderr.decode()
+
+
+@pytest.mark.parametrize("argv", [["send", "web1"], ["send", "web1", "s", "--sequence", "thaw"]])
+def test_send_needs_keys_or_a_sequence(argv):
+    result = cli(*argv)
+    assert result.returncode == 2
+    assert result.stderr.decode() == ("sysrq-appliance: send: give KEYS or --sequence NAME, not "
+                                      "both or neither (see 'sysrq-appliance send --help')\n")
+
+
+def test_sequence_dry_run_and_mask_refusal(tmp_path):
+    out, _ = _pair(tmp_path)
+    etc = tmp_path / "etc"
+    _install_half(out, "sender", etc)
+    base = ("--config", str(etc / "appliance.yaml"), "--state-dir", str(tmp_path / "state"))
+    result = cli(*base, "send", "web1", "--sequence", "reboot-safely", "--dry-run",
+                 "--seqno", "5000", "--salt", "x")
+    assert result.returncode == 0, text(result)
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "reboot-safely on web1: s, wait 10 s, u, wait 5 s, b"
+    assert lines[1].startswith("  1/5 would send to web1 (10.10.25.7:9) from 10.10.25.1: s,5000,x,")
+    assert lines[2] == "  2/5 wait 10 s"
+    assert lines[3].startswith("  3/5 would send") and ": u,5001,x," in lines[3]
+    assert ": b,5002,x," in lines[5]
+    refused = cli(*base, "send", "web1", "--sequence", "diagnose", "--dry-run")
+    assert refused.returncode == 2
+    assert refused.stderr.decode().strip() == (
+        "sysrq-appliance: --sequence diagnose: web1 allows only sync, remount, reboot; key 'w' "
+        "needs 'dump' in the target's sysrq.allow (and in this peer's allow)")
+    unknown = cli(*base, "send", "web1", "--sequence", "panic", "--dry-run")
+    assert unknown.returncode == 2 and "known: diagnose, reboot-safely, thaw" in text(unknown)
+
+
+def test_custom_sequence_overrides_builtin(tmp_path):
+    out, _ = _pair(tmp_path)
+    etc = tmp_path / "etc"
+    _install_half(out, "sender", etc)
+    cfg = etc / "appliance.yaml"
+    cfg.write_text(cfg.read_text() + "sequences:\n  reboot-safely: [s, wait 30, b]\n")
+    result = cli("--config", str(cfg), "--state-dir", str(tmp_path / "state"), "send", "web1",
+                 "--sequence", "reboot-safely", "--dry-run")
+    assert result.returncode == 0, text(result)
+    assert result.stdout.decode().splitlines()[0] == "reboot-safely on web1: s, wait 30 s, b"
