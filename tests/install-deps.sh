@@ -6,7 +6,7 @@ packages=""
 for tier in "$@"; do
     case "$tier" in
         unit) packages="$packages python3-pyroute2 python3-iptables python3-yaml python3-pytest" ;;
-        netns) packages="$packages iptables iproute2 kmod mmdebstrap iputils-ping" ;;
+        netns) packages="$packages iptables iproute2 kmod mmdebstrap iputils-ping strace" ;;
         package) packages="$packages debhelper dh-python pybuild-plugin-pyproject python3-all
                   python3-setuptools lintian mmdebstrap fakeroot" ;;
         vagrant) packages="$packages vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients
