@@ -1,0 +1,539 @@
+"""IPsec SAs and policies over NETLINK_XFRM, the way `ip xfrm` manages them.
+
+pyroute2 has no XFRM API, only its generic netlink framework, so the structures of
+include/uapi/linux/xfrm.h are declared here as pyroute2 messages (`fields`, `nla_map`).
+pyroute2 packs each field on its own, so C padding is spelled out as `x` fields; the layout
+is the LP64 one (u64 aligned to 8) of amd64 and arm64.
+
+We create one shape of object and only that shape is represented: ESP SAs in tunnel mode,
+and host-to-host policies with one required ESP tunnel template.  Ours have a reqid in
+REQID_BASE/REQID_MASK (`is_ours`).  Foreign objects are never changed: update and delete
+first ask the kernel what sits at that key, and refuse if it is not ours.
+"""
+
+import errno
+import ipaddress
+import os
+import struct
+from dataclasses import dataclass, field
+from socket import AF_INET, AF_INET6
+
+from pyroute2.netlink import NETLINK_XFRM, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, nla, nlmsg
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.nlsocket import Marshal, NetlinkSocket
+
+from .errors import ApplianceError
+
+IPPROTO_ICMP, IPPROTO_UDP, IPPROTO_ESP, IPPROTO_ICMPV6 = 1, 17, 50, 58
+REQID_BASE = 0x53520000  # "SR"
+REQID_MASK = 0xFFFF0000
+
+XFRM_MSG_NEWSA, XFRM_MSG_DELSA, XFRM_MSG_GETSA = 16, 17, 18
+XFRM_MSG_NEWPOLICY, XFRM_MSG_DELPOLICY, XFRM_MSG_GETPOLICY = 19, 20, 21
+XFRM_MSG_UPDPOLICY, XFRM_MSG_UPDSA = 25, 26  # UPDSA unused: see XfrmSocket.update_state
+XFRMA_ALG_AUTH, XFRMA_ALG_CRYPT, XFRMA_TMPL, XFRMA_SRCADDR, XFRMA_POLICY_TYPE = 1, 2, 5, 13, 16
+XFRMA_ALG_AEAD, XFRMA_ALG_AUTH_TRUNC, XFRMA_MARK, XFRMA_IF_ID = 18, 20, 21, 31
+XFRM_INF = 2**64 - 1
+XFRM_MODE_TUNNEL = 1
+DIRECTIONS = ("in", "out", "fwd")  # XFRM_POLICY_IN, _OUT, _FWD
+REPLAY_WINDOW = 32
+ANY_ALGORITHM = 0xFFFFFFFF  # template aalgos/ealgos/calgos, as iproute2 sends them
+
+
+def is_ours(reqid: int) -> bool:
+    return (reqid & REQID_MASK) == REQID_BASE
+
+
+class XfrmError(ApplianceError):
+    """The kernel refused an xfrm request; `errno` is its error number (0: refused by us)."""
+
+    def __init__(self, message: str, errno: int = 0):
+        super().__init__(message)
+        self.errno = errno
+
+
+class XfrmExists(XfrmError):
+    """EEXIST: an add found an SA or policy already at that key."""
+
+
+class XfrmNotFound(XfrmError):
+    """ESRCH (SA) or ENOENT (policy): nothing at that key."""
+
+
+class EspUnsupported(XfrmError):
+    """The kernel lacks ESP, or the SA's algorithm; str() starts with MESSAGE."""
+    MESSAGE = "this kernel has no ESP support"
+
+
+# Measured on a kernel without INET_ESP: EPROTONOSUPPORT ("Requested type not found"), and
+# ENOSYS first when the algorithm is missing too ("Requested AEAD algorithm not found").
+ESP_ERRNOS = (errno.EPROTONOSUPPORT, errno.ENOSYS, errno.ENOPROTOOPT)
+
+
+# --- What we manage -------------------------------------------------------------------------
+
+def _canonical(obj, *names):
+    """Keep addresses in the form dumps give them back, so that added == dumped."""
+    versions = set()
+    for name in names:
+        ip = ipaddress.ip_address(getattr(obj, name))
+        object.__setattr__(obj, name, str(ip))
+        versions.add(ip.version)
+    if len(versions) != 1:
+        raise ValueError(f"{type(obj).__name__}: {' and '.join(names)} are of different families")
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Host-to-host traffic `src A/32 dst B/32 [proto P] [sport S] [dport D]`; None: any port.
+    For ICMP/ICMPv6 the kernel carries the ICMP type in sport and the code in dport."""
+    src: str
+    dst: str
+    proto: int = 0
+    sport: int | None = None
+    dport: int | None = None
+
+    def __post_init__(self):
+        _canonical(self, "src", "dst")
+        ports = [p for p in (self.sport, self.dport) if p is not None]
+        if (ports and not self.proto) or not 0 <= self.proto <= 255 or not all(0 <= p <= 0xFFFF for p in ports):
+            raise ValueError(f"Selector: bad protocol {self.proto} or ports {ports}")
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """bits: ICV bits for AEAD, truncation bits for auth, unused (0) for crypt."""
+    name: str
+    key: bytes = field(repr=False)  # secret: never in repr, str or error messages
+    bits: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.key, bytes) or not self.name.isascii() or len(self.name) > 63:
+            raise ValueError(f"Algorithm {self.name!r}: needs an ASCII name < 64 chars and a bytes key")
+
+
+@dataclass(frozen=True)
+class State:
+    """ip xfrm state: ESP, tunnel mode, replay window 32, no lifetime limits."""
+    src: str
+    dst: str
+    spi: int
+    reqid: int
+    aead: Algorithm | None = None
+    crypt: Algorithm | None = None
+    auth: Algorithm | None = None  # sent as XFRMA_ALG_AUTH_TRUNC
+
+    def __post_init__(self):
+        _canonical(self, "src", "dst")
+        if not 0 < self.spi <= 0xFFFFFFFF or not 0 <= self.reqid <= 0xFFFFFFFF:
+            raise ValueError(f"State: spi {self.spi:#x} or reqid {self.reqid:#x} out of range")
+        if (self.aead is None) == (self.crypt is None) or (self.aead and self.auth):
+            raise ValueError("State: needs either aead, or crypt with optional auth")
+
+
+@dataclass(frozen=True)
+class StateCounters:
+    bytes: int
+    packets: int
+    replay: int
+    integrity_failed: int
+    replay_window: int  # packets dropped as outside the replay window
+
+
+@dataclass(frozen=True)
+class Template:
+    """tmpl src S dst D proto esp reqid R mode tunnel (level required)."""
+    src: str
+    dst: str
+    reqid: int
+
+    def __post_init__(self):
+        _canonical(self, "src", "dst")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """ip xfrm policy.  template=None only in dumps: a foreign policy at a host-to-host
+    selector with another shape (no or several templates, not ESP tunnel, level use, block)."""
+    selector: Selector
+    dir: str  # "in" | "out" | "fwd"
+    template: Template | None
+    priority: int = 100
+
+    def __post_init__(self):
+        if self.dir not in DIRECTIONS:
+            raise ValueError(f"Policy: dir {self.dir!r} is not one of {DIRECTIONS}")
+
+
+# --- Kernel structures (include/uapi/linux/xfrm.h) ------------------------------------------
+
+def _selector_fields():  # struct xfrm_selector, 56 bytes
+    return (("sel_daddr", "16s"), ("sel_saddr", "16s"), ("sel_dport", ">H"), ("sel_dport_mask", ">H"),
+            ("sel_sport", ">H"), ("sel_sport_mask", ">H"), ("sel_family", "H"), ("sel_prefixlen_d", "B"),
+            ("sel_prefixlen_s", "B"), ("sel_proto", "B"), ("sel_pad", "3x"), ("sel_ifindex", "i"),
+            ("sel_user", "I"))
+
+
+_LIFETIMES = (tuple((f"lft_{n}", "Q") for n in (  # struct xfrm_lifetime_cfg, 64 bytes
+    "soft_byte_limit", "hard_byte_limit", "soft_packet_limit", "hard_packet_limit",
+    "soft_add_expires_seconds", "hard_add_expires_seconds", "soft_use_expires_seconds",
+    "hard_use_expires_seconds"))
+    + tuple((f"cur_{n}", "Q") for n in ("bytes", "packets", "add_time", "use_time")))  # _cur, 32
+_NO_LIMITS = {f"lft_{n}_limit": XFRM_INF for n in ("soft_byte", "hard_byte", "soft_packet", "hard_packet")}
+
+
+class _xfrm_msg(nlmsg):
+    """The attributes we read or write; the message classes below share them."""
+
+    class _algo(nla):
+        """struct xfrm_algo{,_auth,_aead}: fixed fields, then the key (a flexible array)."""
+
+        def ft_encode(self, offset):
+            offset, _ = super().ft_encode(offset)  # the fixed 68 or 72 bytes: no padding
+            key = self["alg_key"]
+            pad = -len(key) % 4
+            self.data.extend(key + bytes(pad))
+            return offset + len(key) + pad, pad  # nla_len counts the key, not the padding
+
+        def ft_decode(self, offset):
+            super().ft_decode(offset)
+            start = offset + struct.calcsize("".join(fmt for _, fmt in self.fields))
+            end = min(start + (self["alg_key_len"] + 7) // 8, self.offset + self.length)
+            self["alg_key"] = bytes(self.data[start:end])
+
+    class xfrm_algo(_algo):
+        fields = (("alg_name", "64s"), ("alg_key_len", "I"))
+
+    class xfrm_algo_auth(_algo):
+        fields = (("alg_name", "64s"), ("alg_key_len", "I"), ("alg_trunc_len", "I"))
+
+    class xfrm_algo_aead(_algo):
+        fields = (("alg_name", "64s"), ("alg_key_len", "I"), ("alg_icv_len", "I"))
+
+    class xfrm_user_tmpl(nla):
+        """XFRMA_TMPL holds an array of 64-byte templates: fields of the first, and `count`."""
+        fields = (("id_daddr", "16s"), ("id_spi", ">I"), ("id_proto", "B"), ("pad1", "3x"),
+                  ("family", "H"), ("pad2", "2x"), ("saddr", "16s"), ("reqid", "I"), ("mode", "B"),
+                  ("share", "B"), ("optional", "B"), ("pad3", "x"),
+                  ("aalgos", "I"), ("ealgos", "I"), ("calgos", "I"))
+
+        def ft_decode(self, offset):
+            super().ft_decode(offset)
+            self["count"] = (self.length - 4) // 64
+
+    class xfrm_address(nla):
+        fields = (("value", "16s"),)
+
+    class xfrm_mark(nla):
+        fields = (("v", "I"), ("m", "I"))
+
+    class xfrm_userpolicy_type(nla):
+        fields = (("type", "B"),)
+
+    nla_map = ((XFRMA_ALG_AUTH, "XFRMA_ALG_AUTH", "xfrm_algo"),  # SA dumps have AUTH_TRUNC too
+               (XFRMA_ALG_CRYPT, "XFRMA_ALG_CRYPT", "xfrm_algo"),
+               (XFRMA_TMPL, "XFRMA_TMPL", "xfrm_user_tmpl"),
+               (XFRMA_SRCADDR, "XFRMA_SRCADDR", "xfrm_address"),
+               (XFRMA_POLICY_TYPE, "XFRMA_POLICY_TYPE", "xfrm_userpolicy_type"),
+               (XFRMA_ALG_AEAD, "XFRMA_ALG_AEAD", "xfrm_algo_aead"),
+               (XFRMA_ALG_AUTH_TRUNC, "XFRMA_ALG_AUTH_TRUNC", "xfrm_algo_auth"),
+               (XFRMA_MARK, "XFRMA_MARK", "xfrm_mark"),
+               (XFRMA_IF_ID, "XFRMA_IF_ID", "uint32"))
+
+
+class xfrm_usersa_info(_xfrm_msg):
+    """224 bytes: NEWSA requests, NEWSA replies to GETSA and dumps."""
+    fields = (_selector_fields() + (("id_daddr", "16s"), ("id_spi", ">I"), ("id_proto", "B"), ("pad1", "3x"),
+                                    ("saddr", "16s")) + _LIFETIMES
+              + (("stats_replay_window", "I"), ("stats_replay", "I"), ("stats_integrity_failed", "I"),
+                 ("seq", "I"), ("reqid", "I"), ("family", "H"), ("mode", "B"), ("replay_window", "B"),
+                 ("flags", "B"), ("pad2", "7x")))
+
+
+class xfrm_usersa_id(_xfrm_msg):
+    """24 bytes: DELSA and GETSA requests (+ XFRMA_SRCADDR, which iproute2 always sends)."""
+    fields = (("daddr", "16s"), ("spi", ">I"), ("family", "H"), ("proto", "B"), ("pad", "x"))
+
+
+class xfrm_userpolicy_info(_xfrm_msg):
+    """168 bytes: NEWPOLICY/UPDPOLICY requests, NEWPOLICY replies to GETPOLICY and dumps."""
+    fields = (_selector_fields() + _LIFETIMES
+              + (("priority", "I"), ("index", "I"), ("dir", "B"), ("action", "B"), ("flags", "B"),
+                 ("share", "B"), ("pad", "4x")))
+
+
+class xfrm_userpolicy_id(_xfrm_msg):
+    """64 bytes: DELPOLICY and GETPOLICY requests."""
+    fields = _selector_fields() + (("index", "I"), ("dir", "B"), ("pad", "3x"))
+
+
+class MarshalXfrm(Marshal):
+    msg_map = {XFRM_MSG_NEWSA: xfrm_usersa_info, XFRM_MSG_NEWPOLICY: xfrm_userpolicy_info}
+
+
+# --- Encoding and decoding (pure) -----------------------------------------------------------
+
+def _new(cls, **values):
+    msg = cls()
+    msg.update({name: b"" for name, fmt in cls.fields if fmt.endswith("s")})  # zero-filled
+    msg.update(values)
+    return msg
+
+
+def _addr(text):
+    ip = ipaddress.ip_address(text)
+    return (AF_INET if ip.version == 4 else AF_INET6), ip.packed.ljust(16, b"\0")
+
+
+def _text(family, raw):
+    return str(ipaddress.ip_address(bytes(raw[:4] if family == AF_INET else raw[:16])))
+
+
+def _selector_values(sel):
+    family, dst = _addr(sel.dst)
+    bits = 32 if family == AF_INET else 128
+    return {"sel_daddr": dst, "sel_saddr": _addr(sel.src)[1], "sel_family": family, "sel_proto": sel.proto,
+            "sel_prefixlen_d": bits, "sel_prefixlen_s": bits,
+            "sel_sport": sel.sport or 0, "sel_sport_mask": 0 if sel.sport is None else 0xFFFF,
+            "sel_dport": sel.dport or 0, "sel_dport_mask": 0 if sel.dport is None else 0xFFFF}
+
+
+def _read_selector(msg):
+    """The Selector, or None if not host to host with whole ports (not a shape of ours)."""
+    family = msg["sel_family"]
+    bits = {AF_INET: 32, AF_INET6: 128}.get(family)
+    ports = {p: {0: None, 0xFFFF: msg[f"sel_{p}"]}.get(msg[f"sel_{p}_mask"], -1) for p in ("sport", "dport")}
+    if (bits is None or (msg["sel_prefixlen_s"], msg["sel_prefixlen_d"]) != (bits, bits)
+            or msg["sel_ifindex"] or -1 in ports.values()):
+        return None
+    try:
+        return Selector(_text(family, msg["sel_saddr"]), _text(family, msg["sel_daddr"]),
+                        msg["sel_proto"], **ports)
+    except ValueError:  # ports without a protocol
+        return None
+
+
+def _marked(msg):
+    """A mark or an xfrm interface id makes it a different kernel object from any of ours."""
+    mark = msg.get_attr("XFRMA_MARK")
+    return (mark is not None and (mark["v"] or mark["m"])) or bool(msg.get_attr("XFRMA_IF_ID"))
+
+
+def state_msg(s: State) -> xfrm_usersa_info:
+    """`ip xfrm state add src S dst D proto esp spi SPI reqid R mode tunnel replay-window 32 ALGS`
+    (no SA selector, as iproute2 without `sel`)."""
+    family, dst = _addr(s.dst)
+    msg = _new(xfrm_usersa_info, id_daddr=dst, id_spi=s.spi, id_proto=IPPROTO_ESP, saddr=_addr(s.src)[1],
+               reqid=s.reqid, family=family, mode=XFRM_MODE_TUNNEL, replay_window=REPLAY_WINDOW, **_NO_LIMITS)
+    for attr, alg, bits in (("XFRMA_ALG_AEAD", s.aead, "alg_icv_len"), ("XFRMA_ALG_CRYPT", s.crypt, None),
+                            ("XFRMA_ALG_AUTH_TRUNC", s.auth, "alg_trunc_len")):
+        if alg is not None:
+            value = {"alg_name": alg.name.encode(), "alg_key_len": len(alg.key) * 8, "alg_key": alg.key}
+            msg["attrs"].append((attr, {**value, bits: alg.bits} if bits else value))
+    return msg
+
+
+def state_id_msg(s: State) -> xfrm_usersa_id:
+    """`ip xfrm state delete|get src S dst D proto esp spi SPI`."""
+    family, dst = _addr(s.dst)
+    msg = _new(xfrm_usersa_id, daddr=dst, spi=s.spi, family=family, proto=IPPROTO_ESP)
+    msg["attrs"].append(("XFRMA_SRCADDR", _addr(s.src)[1]))
+    return msg
+
+
+def _algorithm(attr, bits=None):
+    if attr is None:
+        return None
+    name = attr["alg_name"].split(b"\0", 1)[0].decode("ascii")
+    return Algorithm(name, attr["alg_key"], attr[bits] if bits else 0)
+
+
+def decode_state(msg) -> tuple[State, StateCounters] | None:
+    """A NEWSA message as (State, StateCounters), or None for SAs of a shape we never create
+    (not ESP tunnel, marked) and for larval ones (spi 0: the kernel waits for a key manager)."""
+    family = msg["family"]
+    if (msg["id_proto"] != IPPROTO_ESP or msg["mode"] != XFRM_MODE_TUNNEL or not msg["id_spi"]
+            or family not in (AF_INET, AF_INET6) or _marked(msg)):
+        return None
+    try:
+        state = State(_text(family, msg["saddr"]), _text(family, msg["id_daddr"]), msg["id_spi"], msg["reqid"],
+                      aead=_algorithm(msg.get_attr("XFRMA_ALG_AEAD"), "alg_icv_len"),
+                      crypt=_algorithm(msg.get_attr("XFRMA_ALG_CRYPT")),
+                      auth=_algorithm(msg.get_attr("XFRMA_ALG_AUTH_TRUNC"), "alg_trunc_len"))
+    except ValueError:  # e.g. an algorithm combination we never use
+        return None
+    return state, StateCounters(msg["cur_bytes"], msg["cur_packets"], msg["stats_replay"],
+                                msg["stats_integrity_failed"], msg["stats_replay_window"])
+
+
+def policy_msg(p: Policy) -> xfrm_userpolicy_info:
+    """`ip xfrm policy add SELECTOR dir DIR priority P tmpl src S dst D proto esp reqid R mode tunnel`."""
+    if p.template is None:
+        raise ValueError("Policy: we only write policies with a template")
+    family, dst = _addr(p.template.dst)
+    msg = _new(xfrm_userpolicy_info, priority=p.priority, dir=DIRECTIONS.index(p.dir),
+               **_selector_values(p.selector), **_NO_LIMITS)
+    msg["attrs"].append(("XFRMA_TMPL", {
+        "id_daddr": dst, "id_spi": 0, "id_proto": IPPROTO_ESP, "family": family,
+        "saddr": _addr(p.template.src)[1], "reqid": p.template.reqid, "mode": XFRM_MODE_TUNNEL,
+        "share": 0, "optional": 0, "aalgos": ANY_ALGORITHM, "ealgos": ANY_ALGORITHM, "calgos": ANY_ALGORITHM}))
+    return msg
+
+
+def policy_id_msg(p: Policy) -> xfrm_userpolicy_id:
+    """`ip xfrm policy delete|get SELECTOR dir DIR`."""
+    return _new(xfrm_userpolicy_id, dir=DIRECTIONS.index(p.dir), **_selector_values(p.selector))
+
+
+def decode_policy(msg) -> Policy | None:
+    """A NEWPOLICY message as Policy, or None for policies that cannot collide with ours
+    (not host to host, sub type, marked); template=None for other foreign shapes."""
+    selector = _read_selector(msg)
+    ptype = msg.get_attr("XFRMA_POLICY_TYPE")
+    if selector is None or msg["dir"] >= len(DIRECTIONS) or _marked(msg) or (ptype is not None and ptype["type"]):
+        return None
+    t = msg.get_attr("XFRMA_TMPL")
+    template = None
+    if (t is not None and t["count"] == 1 and (t["id_proto"], t["id_spi"], t["mode"], t["optional"]) ==
+            (IPPROTO_ESP, 0, XFRM_MODE_TUNNEL, 0) and msg["action"] == 0 and t["family"] in (AF_INET, AF_INET6)):
+        template = Template(_text(t["family"], t["saddr"]), _text(t["family"], t["id_daddr"]), t["reqid"])
+    return Policy(selector, DIRECTIONS[msg["dir"]], template, msg["priority"])
+
+
+def request_bytes(msg, msg_type: int, flags: int = NLM_F_REQUEST | NLM_F_ACK) -> bytes:
+    """The whole request as XfrmSocket sends it, with sequence number and port 0 (for tests)."""
+    msg["header"].update(type=msg_type, flags=flags, sequence_number=0, pid=0)
+    msg.reset()
+    msg.encode()
+    return bytes(msg.data)
+
+
+def _describe_state(s):
+    return f"src {s.src} dst {s.dst} proto esp spi {s.spi:#010x} reqid {s.reqid:#x}"
+
+
+def _describe_policy(p):
+    sel = p.selector
+    bits = 32 if ipaddress.ip_address(sel.src).version == 4 else 128
+    text = f"src {sel.src}/{bits} dst {sel.dst}/{bits}" + (f" proto {sel.proto}" if sel.proto else "")
+    words = ("type", "code") if sel.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) else ("sport", "dport")
+    text += "".join(f" {w} {v}" for w, v in zip(words, (sel.sport, sel.dport)) if v is not None)
+    return f"{text} dir {p.dir}"
+
+
+def _error(verb, what, e):
+    subject = f"ip xfrm {verb} {what}".rstrip()
+    reason = os.strerror(e.code)
+    kernel = e.args[1] if len(e.args) > 1 and e.args[1] != reason else None  # extack text
+    detail = f"{reason} (kernel: {kernel})" if kernel else reason
+    if verb.startswith("state ") and e.code in ESP_ERRNOS:
+        return EspUnsupported(f"{EspUnsupported.MESSAGE} ({subject}: {detail}); "
+                              "it needs esp4/esp6 and the SA's crypto algorithms", e.code)
+    cls = {errno.EEXIST: XfrmExists, errno.ESRCH: XfrmNotFound, errno.ENOENT: XfrmNotFound}.get(e.code, XfrmError)
+    return cls(f"{subject}: {detail}", e.code)
+
+
+# --- The socket -----------------------------------------------------------------------------
+
+class XfrmSocket:
+    """NETLINK_XFRM in the network namespace that is current when it is created.
+
+        with XfrmSocket() as xfrm:
+            xfrm.add_policy(policy)
+    """
+
+    def __init__(self):
+        try:
+            self._nl = NetlinkSocket(NETLINK_XFRM, ext_ack=True)  # ext_ack: the kernel says why
+        except OSError as e:
+            raise XfrmError(f"cannot open NETLINK_XFRM: {e.strerror} (no XFRM_USER in this kernel?)",
+                            e.errno) from None
+        self._nl.marshal = MarshalXfrm()
+        self._nl.bind()
+
+    def close(self):
+        self._nl.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _request(self, verb, what, msg, msg_type, flags=NLM_F_REQUEST | NLM_F_ACK):
+        try:
+            return list(self._nl.nlm_request(msg, msg_type=msg_type, msg_flags=flags))
+        except NetlinkError as e:
+            raise _error(verb, what, e) from None  # one line; the kernel's reason is in it
+
+    def _get_ours(self, verb, what, msg, msg_type, decode, ours):
+        """`ip xfrm state|policy get`: the decoded object there; XfrmError unless it is ours."""
+        found = [decode(m) for m in self._request(verb, what, msg, msg_type, NLM_F_REQUEST)
+                 if isinstance(m, (xfrm_usersa_info, xfrm_userpolicy_info))]
+        if not found or found[0] is None or not ours(found[0]):
+            raise XfrmError(f"ip xfrm {verb} {what}: refusing, what the kernel has there is not ours")
+        return found[0]
+
+    def _our_state(self, verb, s):
+        return self._get_ours(verb, _describe_state(s), state_id_msg(s), XFRM_MSG_GETSA,
+                              decode_state, lambda found: is_ours(found[0].reqid))[0]
+
+    def _our_policy(self, verb, p):
+        return self._get_ours(verb, _describe_policy(p), policy_id_msg(p), XFRM_MSG_GETPOLICY,
+                              decode_policy, lambda found: found.template and is_ours(found.template.reqid))
+
+    def add_state(self, s: State) -> None:
+        """ip xfrm state add src S dst D proto esp spi SPI reqid R mode tunnel replay-window 32
+        {aead NAME KEY ICV | enc NAME KEY [auth-trunc NAME KEY TRUNC]}.  XfrmExists if taken."""
+        self._request("state add", _describe_state(s), state_msg(s), XFRM_MSG_NEWSA)
+
+    def update_state(self, s: State) -> None:
+        """Replace our SA at (dst, spi): ip xfrm state delete ...; ip xfrm state add ...
+
+        Not `ip xfrm state update` (XFRM_MSG_UPDSA): the kernel's xfrm_state_update() keeps
+        the old keys, algorithms and reqid and takes only lifetimes, so it cannot rekey.
+        If the add fails, the old SA (keys as the kernel returned them) is put back first.
+        """
+        old = self._our_state("state update", s)
+        self._request("state update", _describe_state(old), state_id_msg(old), XFRM_MSG_DELSA)
+        try:
+            self.add_state(s)
+        except XfrmError:
+            self.add_state(old)
+            raise
+
+    def delete_state(self, s: State) -> None:
+        """ip xfrm state delete src S dst D proto esp spi SPI; refuses an SA that is not ours."""
+        self._our_state("state delete", s)
+        self._request("state delete", _describe_state(s), state_id_msg(s), XFRM_MSG_DELSA)
+
+    def dump_states(self) -> list[tuple[State, StateCounters]]:
+        """ip -s xfrm state list: all ESP tunnel SAs, keys as the kernel returns them (zeros
+        if the kernel is locked down).  Keep yours with is_ours(state.reqid)."""
+        replies = self._request("state list", "", nlmsg(), XFRM_MSG_GETSA, NLM_F_REQUEST | NLM_F_DUMP)
+        return [d for d in map(decode_state, (m for m in replies if isinstance(m, xfrm_usersa_info))) if d]
+
+    def add_policy(self, p: Policy) -> None:
+        """ip xfrm policy add SELECTOR dir DIR priority P tmpl src S dst D proto esp reqid R
+        mode tunnel.  XfrmExists if a policy has that selector and dir."""
+        self._request("policy add", _describe_policy(p), policy_msg(p), XFRM_MSG_NEWPOLICY)
+
+    def update_policy(self, p: Policy) -> None:
+        """ip xfrm policy update ... (adds it if absent); refuses to replace a policy not ours."""
+        try:
+            self._our_policy("policy update", p)
+        except XfrmNotFound:
+            pass
+        self._request("policy update", _describe_policy(p), policy_msg(p), XFRM_MSG_UPDPOLICY)
+
+    def delete_policy(self, p: Policy) -> None:
+        """ip xfrm policy delete SELECTOR dir DIR.  The kernel deletes by selector and dir
+        alone, whatever the template, so this refuses unless the policy there is ours."""
+        self._our_policy("policy delete", p)
+        self._request("policy delete", _describe_policy(p), policy_id_msg(p), XFRM_MSG_DELPOLICY)
+
+    def dump_policies(self) -> list[Policy]:
+        """ip xfrm policy list: main-type, unmarked, host-to-host policies; foreign ones of
+        another shape have template=None (and delete/update refuse them)."""
+        replies = self._request("policy list", "", nlmsg(), XFRM_MSG_GETPOLICY, NLM_F_REQUEST | NLM_F_DUMP)
+        return [p for p in map(decode_policy, (m for m in replies if isinstance(m, xfrm_userpolicy_info))) if p]
