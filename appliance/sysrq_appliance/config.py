@@ -14,6 +14,8 @@ from sysrq_appliance.errors import InputError
 from sysrq_appliance.secretfile import check_secret_file
 
 DEFAULT_PATH = "/etc/sysrq-appliance/appliance.yaml"
+# yaml.safe_load's loader, in libyaml's C version when present (10x faster on a fleet config)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DEFAULT_PASSWORD_FILE = "/etc/sysrq-appliance/password"
 ROLES = ("target", "sender")
 # ESP algorithm -> allowed key lengths in bytes, per direction
@@ -157,7 +159,7 @@ def load(path=DEFAULT_PATH, secret_owner=0, check_secrets=True):
     """Read and validate the config file; raise InputError (exit 2) on any problem."""
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+            raw = yaml.load(f, Loader=SAFE_LOADER)
     except FileNotFoundError:
         raise InputError(f"{path}: no such config file; copy "
                          "/etc/sysrq-appliance/appliance.yaml.example or run "

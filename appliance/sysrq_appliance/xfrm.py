@@ -12,6 +12,7 @@ first ask the kernel what sits at that key, and refuse if it is not ours.
 """
 
 import errno
+import functools
 import ipaddress
 import os
 import struct
@@ -72,13 +73,22 @@ ESP_ERRNOS = (errno.EPROTONOSUPPORT, errno.ENOSYS, errno.ENOPROTOOPT)
 
 # --- What we manage -------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=65536)
+def _parse_address(value):
+    """(canonical text, version) of an address given as text or packed bytes.
+
+    Cached: a fleet's dump parses the same few thousand addresses over and over."""
+    ip = ipaddress.ip_address(value)
+    return str(ip), ip.version
+
+
 def _canonical(obj, *names):
     """Keep addresses in the form dumps give them back, so that added == dumped."""
     versions = set()
     for name in names:
-        ip = ipaddress.ip_address(getattr(obj, name))
-        object.__setattr__(obj, name, str(ip))
-        versions.add(ip.version)
+        text, version = _parse_address(getattr(obj, name))
+        object.__setattr__(obj, name, text)
+        versions.add(version)
     if len(versions) != 1:
         raise ValueError(f"{type(obj).__name__}: {' and '.join(names)} are of different families")
 
@@ -286,7 +296,7 @@ def _addr(text):
 
 
 def _text(family, raw):
-    return str(ipaddress.ip_address(bytes(raw[:4] if family == AF_INET else raw[:16])))
+    return _parse_address(bytes(raw[:4] if family == AF_INET else raw[:16]))[0]
 
 
 def _selector_values(sel):

@@ -1,0 +1,69 @@
+"""Configs with N peers, for the benchmarks and drills (not for production use).
+
+write_fleet(dir, n, role) writes DIR/appliance.yaml with n peers 10.64.x.y, one key file
+each and the password files, all 0600 in 0700 directories, as `pair` would.
+"""
+
+import ipaddress
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "appliance"))
+
+from sysrq_appliance import esp_keys, password  # noqa: E402
+from sysrq_appliance.secretfile import write_secret  # noqa: E402
+
+LOCAL = "10.63.0.1"
+ALGORITHM = "rfc4106(gcm(aes))"
+
+
+def peer_address(i):
+    return str(ipaddress.ip_address("10.64.0.1") + i)
+
+
+def write_fleet(directory, n, role):
+    directory = os.path.abspath(directory)
+    lines = [f"role: {role}", f"local: {LOCAL}", "peers:"]
+    secret = password.generate()
+    write_secret(os.path.join(directory, "password"), secret)
+    material = esp_keys.render(esp_keys.generate(ALGORITHM), "fleet", ALGORITHM)
+    for i in range(n):
+        key_file = os.path.join(directory, "keys", f"p{i}.key")
+        write_secret(key_file, material)
+        lines += [f"  - name: p{i}", f"    address: {peer_address(i)}",
+                  f"    spi_in: {0x10000 + 2 * i:#x}", f"    spi_out: {0x10001 + 2 * i:#x}",
+                  f"    key_file: {key_file}"]
+        if role == "sender":
+            lines.append(f"    password_file: {directory}/password")
+    if role == "target":
+        lines += ["sysrq:", f"  password_file: {directory}/password"]
+    write_secret(os.path.join(directory, "appliance.yaml"), ("\n".join(lines) + "\n").encode())
+    return os.path.join(directory, "appliance.yaml")
+
+
+def baseline_batch(n, role, port=9):
+    """The same policies as `ip -batch` input (what an expert would type by hand)."""
+    out = []
+    for i in range(n):
+        peer = peer_address(i)
+        if role == "sender":
+            trigger = ("out", LOCAL, peer, f"proto udp dport {port}")
+            answer = ("in", peer, LOCAL, "proto icmp type 3 code 3")
+        else:
+            trigger = ("in", peer, LOCAL, f"proto udp dport {port}")
+            answer = ("out", LOCAL, peer, "proto icmp type 3 code 3")
+        for direction, src, dst, what in (trigger, answer):
+            out.append(f"xfrm policy add src {src}/32 dst {dst}/32 {what} dir {direction} "
+                       f"tmpl src {src} dst {dst} proto esp reqid {0x53520000 + i} mode tunnel")
+    return "\n".join(out) + "\n"
+
+
+def baseline_restore(n, port=9):
+    """Our target chain as one iptables-restore input."""
+    rules = [f"-A SYSRQ-APPLIANCE -s {peer_address(i)}/32 -d {LOCAL}/32 -p udp -m udp --dport "
+             f"{port} -m policy --dir in --pol ipsec --proto esp --mode tunnel --tunnel-dst "
+             f"{LOCAL} --tunnel-src {peer_address(i)} -m limit --limit 10/sec --limit-burst 20 "
+             "-j ACCEPT" for i in range(n)]
+    return "\n".join(["*filter", ":SYSRQ-APPLIANCE - [0:0]", "-I INPUT 1 -j SYSRQ-APPLIANCE",
+                      *rules, f"-A SYSRQ-APPLIANCE -p udp -m udp --dport {port} -j DROP",
+                      "COMMIT"]) + "\n"
