@@ -18,6 +18,9 @@ def report(ctx, sock, backend):
     chain = observed.chains.get(desired.chain.family) if desired.chain else None
     rule_counters = _rule_counters(desired.chain, chain)
     reqids = plan.reqids(cfg.peers)
+    policies_by_reqid = {}
+    for p in desired.policies:
+        policies_by_reqid.setdefault(p.template.reqid, []).append(p)
     peers = []
     for peer in cfg.peers:
         sas = {}
@@ -30,7 +33,7 @@ def report(ctx, sock, backend):
                 sas[direction].update(bytes=counters.bytes, packets=counters.packets,
                                       replay_errors=counters.replay,
                                       integrity_errors=counters.integrity_failed)
-        wanted = [p for p in desired.policies if p.template.reqid == reqids[peer.name]]
+        wanted = policies_by_reqid[reqids[peer.name]]
         entry = {"name": peer.name, "address": peer.address, "sas": sas,
                  "policies": {p.dir: (p.selector, p.dir) in policies for p in wanted}}
         if cfg.role == "target":
