@@ -205,3 +205,19 @@ def test_custom_sequence_overrides_builtin(tmp_path):
                  "--sequence", "reboot-safely", "--dry-run")
     assert result.returncode == 0, text(result)
     assert result.stdout.decode().splitlines()[0] == "reboot-safely on web1: s, wait 30 s, b"
+
+
+def test_send_imports_neither_pyroute2_nor_iptc(tmp_path):
+    """The sender runs at the worst moment, maybe from a rescue shell: keep it lean."""
+    out, _ = _pair(tmp_path)
+    etc = tmp_path / "etc"
+    _install_half(out, "sender", etc)
+    code = ("import sys; from sysrq_appliance import cli; "
+            f"rc = cli.main(['--config', {str(etc / 'appliance.yaml')!r}, '--state-dir', "
+            f"{str(tmp_path / 'state')!r}, 'send', 'web1', 's', '--dry-run']); "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'iptc')); "
+            "print('HEAVY', heavy); sys.exit(rc)")
+    env = {"PYTHONPATH": str(ROOT / "appliance"), "PATH": os.environ["PATH"]}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env)
+    assert result.returncode == 0, text(result)
+    assert "HEAVY []" in result.stdout.decode()
