@@ -1,0 +1,117 @@
+#!/bin/bash
+# mmdebstrap hooks of build-box.sh; they run on the build host with the chroot as $2.
+#   box-hooks.sh setup ROOT       before any package is installed
+#   box-hooks.sh customize ROOT   after all packages are installed
+# Environment from build-box.sh: SYSRQ_BOX_PUBKEY (Vagrant's insecure public key),
+# SYSRQ_BOX_RELEASE, SYSRQ_BOX_PURGE (the build-only packages).
+set -euo pipefail
+STEP=$1
+R=$2
+say() { echo "box-hooks: $*"; }
+in_root() { chroot "$R" env DEBIAN_FRONTEND=noninteractive "$@"; }
+
+setup() {
+    # A small initramfs that can mount a virtio disk: the box only ever boots under QEMU.
+    # (Written before the kernel is installed so its first initramfs is already this one.)
+    mkdir -p "$R/etc/initramfs-tools/conf.d" "$R/usr/share/initramfs-tools/modules.d"
+    printf 'MODULES=list\nCOMPRESS=zstd\n' >"$R/etc/initramfs-tools/conf.d/sysrq-box"
+    printf '%s\n' virtio_pci virtio_blk ext4 crc32c_generic >"$R/usr/share/initramfs-tools/modules.d/sysrq-box"
+    # No documentation, manual pages or translations in the image.
+    mkdir -p "$R/etc/dpkg/dpkg.cfg.d"
+    printf '%s\n' 'path-exclude=/usr/share/doc/*' 'path-include=/usr/share/doc/*/copyright' \
+        'path-exclude=/usr/share/man/*' 'path-exclude=/usr/share/locale/*' \
+        'path-exclude=/usr/share/info/*' >"$R/etc/dpkg/dpkg.cfg.d/sysrq-box-nodoc"
+}
+
+installed() { in_root dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' | awk '$1 == "ii" {print $2}'; }
+
+xtables_addons_modules() {
+    # The DKMS build for the box's kernel (not the build host's: `uname -r` in the chroot is
+    # the host's). dkms may already have built it from a postinst; autoinstall is then a no-op.
+    local kver=$1 built
+    in_root dkms autoinstall -k "$kver" >/dev/null
+    built=$(ls "$R/lib/modules/$kver/updates/dkms/" 2>/dev/null | grep -c '^xt_SYSRQ\.ko' || true)
+    [ "$built" = 1 ] || { in_root dkms status; say "xt_SYSRQ was not built for $kver"; exit 1; }
+    # Keep the modules where purging the DKMS package will not remove them.
+    mkdir -p "$R/lib/modules/$kver/updates/xtables-addons"
+    cp -a "$R/lib/modules/$kver/updates/dkms/." "$R/lib/modules/$kver/updates/xtables-addons/"
+    # The compiler and make stay behind otherwise (apt keeps what something recommends).
+    local compilers
+    compilers=$(installed | grep -E '^((gcc|cpp)(-[0-9]+)?(-x86-64-linux-gnu)?|make|dpkg-dev)$' || true)
+    # shellcheck disable=SC2086  # lists of package names
+    in_root apt-get purge -y -qq --autoremove -o APT::AutoRemove::RecommendsImportant=false \
+        $SYSRQ_BOX_PURGE dkms "linux-headers-$kver" $compilers >/dev/null
+    in_root depmod -a "$kver"
+    say "xt_SYSRQ for $kver: $(in_root modinfo -k "$kver" -F filename xt_SYSRQ)"
+    say "xtables-addons-common $(in_root dpkg-query -W -f '${Version}' xtables-addons-common)"
+    local left
+    left=$(installed | grep -E '^(gcc-[0-9]+$|gcc$|cpp|make$|dkms|linux-headers|linux-kbuild|linux-compiler)' || true)
+    [ -z "$left" ] || { say "still installed after the purge: $(echo $left)"; exit 1; }
+}
+
+vagrant_user() {
+    in_root useradd --create-home --shell /bin/bash --user-group vagrant
+    echo 'vagrant:vagrant' | in_root chpasswd
+    install -d -m 0700 "$R/home/vagrant/.ssh"
+    install -m 0600 "$SYSRQ_BOX_PUBKEY" "$R/home/vagrant/.ssh/authorized_keys"
+    in_root chown -R vagrant:vagrant /home/vagrant/.ssh
+    echo 'vagrant ALL=(ALL) NOPASSWD: ALL' >"$R/etc/sudoers.d/vagrant"
+    chmod 0440 "$R/etc/sudoers.d/vagrant"
+    printf 'UseDNS no\n' >"$R/etc/ssh/sshd_config.d/vagrant.conf"
+    # Host keys are made at each VM's first boot, not shared by every VM of the box.
+    rm -f "$R"/etc/ssh/ssh_host_*
+    mkdir -p "$R/etc/systemd/system/ssh.service.d"
+    printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' \
+        >"$R/etc/systemd/system/ssh.service.d/sysrq-box-hostkeys.conf"
+}
+
+system_identity() {
+    echo sysrq-box >"$R/etc/hostname"
+    printf '127.0.0.1\tlocalhost\n127.0.1.1\tsysrq-box\n::1\tlocalhost ip6-localhost ip6-loopback\n' \
+        >"$R/etc/hosts"
+    # Empty machine-id: each VM makes its own at first boot (DHCP DUIDs, journal).
+    : >"$R/etc/machine-id"
+    rm -f "$R/var/lib/dbus/machine-id"
+    printf '/dev/vda / ext4 rw,errors=remount-ro 0 1\n' >"$R/etc/fstab"
+    # Not the build host's resolv.conf (mmdebstrap copies it in for the build). The test
+    # networks have no DNS server at all; names the tests use are in /etc/hosts.
+    rm -f "$R/etc/resolv.conf"
+    printf '# sysrq-appliance test box: isolated networks, no DNS\noptions timeout:1 attempts:1\n' \
+        >"$R/etc/resolv.conf"
+}
+
+networking() {
+    # DHCP on every ethernet NIC; Vagrant adds 50-vagrant-ethN.network for static addresses.
+    mkdir -p "$R/etc/systemd/network"
+    printf '%s\n' '[Match]' 'Name=eth*' '[Network]' 'DHCP=ipv4' 'LinkLocalAddressing=no' \
+        'IPv6AcceptRA=no' '[DHCPv4]' 'ClientIdentifier=mac' \
+        >"$R/etc/systemd/network/80-sysrq-box-dhcp.network"
+    in_root systemctl enable --quiet systemd-networkd.service ssh.service
+    # Nothing that waits for a network that never comes, or that wakes up to reach a mirror.
+    local unit
+    for unit in systemd-networkd-wait-online.service apt-daily.timer apt-daily-upgrade.timer \
+        e2scrub_reap.service e2scrub_all.timer fstrim.timer man-db.timer dpkg-db-backup.timer; do
+        in_root systemctl mask --quiet "$unit"
+    done
+}
+
+customize() {
+    local kver
+    kver=$(ls "$R/lib/modules" | sort -V | tail -1)
+    echo "$kver" >"$R/etc/sysrq-box-kernel"
+    say "release $SYSRQ_BOX_RELEASE, kernel $kver"
+    xtables_addons_modules "$kver"
+    vagrant_user
+    system_identity
+    networking
+    # Apt has no mirror to reach from the guests: drop the lists, so `apt install ./x.deb`
+    # resolves against what is installed and skips Recommends it cannot have.
+    in_root apt-get clean
+    rm -rf "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/*.bin "$R"/var/log/*.log "$R"/tmp/*
+}
+
+case "$STEP" in
+    setup) setup ;;
+    customize) customize ;;
+    *) echo "usage: $0 setup|customize ROOT" >&2; exit 2 ;;
+esac

@@ -1,0 +1,187 @@
+#!/bin/bash
+# The two-VM test on this machine kind: the root Vagrantfile on vagrant-libvirt + QEMU TCG.
+#
+#   tests/vagrant/run.sh RELEASE          all of it: up, isolation gate, scenarios, down
+#   tests/vagrant/run.sh RELEASE up       build/reuse the box, start libvirt, bring both VMs up
+#   tests/vagrant/run.sh RELEASE test [SCN...]   isolation gate + scenarios on running VMs
+#   tests/vagrant/run.sh RELEASE down     destroy the VMs, our networks and pool, our daemons
+#
+# RELEASE is trixie or bookworm. Run as root. Apt installs what is missing. The full run always
+# ends with `down`, also on failure or interrupt. The product is provisioned from
+# $SYSRQ_DEB_DIR/sysrq-appliance_*.deb (default: out/ of this repository); without it the VMs
+# come up bare and only the infrastructure scenarios mean anything.
+# Logs, serial consoles and timings: $SYSRQ_RUN_DIR (default /var/tmp/sysrq-appliance-vagrant/RELEASE).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+. "$HERE/lib.sh"
+
+RELEASE=${1:-}
+ACTION=${2:-all}
+case "$RELEASE" in trixie|bookworm) ;; *) sed -n '2,12p' "$0" >&2; exit 2 ;; esac
+case "$ACTION" in all|up|test|down) ;; *) sed -n '2,12p' "$0" >&2; exit 2 ;; esac
+shift $(($# < 2 ? $# : 2))
+
+RUN_DIR=${SYSRQ_RUN_DIR:-/var/tmp/sysrq-appliance-vagrant/$RELEASE}
+MACHINES=(sender target)
+
+# ----------------------------------------------------------------------------- environment
+# Everything the Vagrantfile and Vagrant read. Vagrant never contacts anything outside: no
+# version checkpoint, no box update check, boxes only from the local cache.
+export VAGRANT_HOME=$SYSRQ_CACHE/vagrant.d
+export VAGRANT_CWD=$REPO
+export VAGRANT_DOTFILE_PATH=$RUN_DIR/dot-vagrant
+export VAGRANT_DEFAULT_PROVIDER=libvirt
+export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX_UPDATE_CHECK_DISABLE=1
+export SYSRQ_TCG=1
+export SYSRQ_SERIAL_DIR=$RUN_DIR/serial
+export SYSRQ_BUNDLE_DIR=$RUN_DIR/bundle
+export SYSRQ_LOG_DIR=$RUN_DIR/libvirt
+export SYSRQ_DEB_DIR=${SYSRQ_DEB_DIR:-$REPO/out}
+export SYSRQ_POOL SYSRQ_MGMT_NETWORK SYSRQ_MGMT_SUBNET SYSRQ_TUNNEL_NETWORK SYSRQ_TUNNEL_HOST_IP
+# Debian 12's xt_SYSRQ panics on the first request that reaches it: there the unit is not
+# started at provisioning; the scenarios check that doctor and apply refuse.
+[ "$RELEASE" = bookworm ] && export SYSRQ_START_UNIT=${SYSRQ_START_UNIT:-0}
+
+vagrant() { command vagrant "$@"; }
+timing() { echo "$1 $2" >>"$RUN_DIR/timings"; log "TIME $1: $2 s"; }
+
+# ----------------------------------------------------------------------------- up
+box_name() { local f=${1##*/}; f=${f%.box}; echo "sysrq-appliance/${f#sysrq-appliance-}"; }
+
+add_box() {
+    local box name old
+    box=$("$HERE/build-box.sh" "$RELEASE" | tail -1)
+    name=$(box_name "$box")
+    if ! vagrant box list --machine-readable | grep -q ",box-name,$name\$"; then
+        log "adding box $name"
+        vagrant box add --name "$name" "$box" >"$RUN_DIR/box-add.log"
+    fi
+    # Older builds of this release in Vagrant's store are of no use any more.
+    for old in $(vagrant box list --machine-readable | awk -F, '$3 == "box-name" {print $4}' |
+                 grep "^sysrq-appliance/$RELEASE-" | grep -vx "$name" || true); do
+        vagrant box remove --force --all "$old" >/dev/null && log "removed old box $old"
+    done
+    echo "$name"
+}
+
+up() {
+    need_root
+    apt_ensure vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 \
+        qemu-utils mmdebstrap dnsmasq-base e2fsprogs openssh-client python3
+    [ -s "$RUN_DIR/box" ] && { log "VMs of an earlier run are recorded in $RUN_DIR: taking them down first"; down; }
+    rm -rf "$RUN_DIR"
+    mkdir -p "$RUN_DIR" "$SYSRQ_SERIAL_DIR" "$SYSRQ_LOG_DIR"
+    local t
+    t=$(now); SYSRQ_BOX=$(add_box); export SYSRQ_BOX; timing box $(($(now) - t))
+    echo "$SYSRQ_BOX" >"$RUN_DIR/box"
+    t=$(now); "$HERE/libvirt.sh" start; timing libvirt-start $(($(now) - t))
+    if ! ls "$SYSRQ_DEB_DIR"/sysrq-appliance_*.deb >/dev/null 2>&1; then
+        log "no sysrq-appliance_*.deb in $SYSRQ_DEB_DIR: the VMs come up without our package"
+    fi
+    log "vagrant up (log: $RUN_DIR/vagrant-up.log)"
+    t=$(now)
+    if ! vagrant up --provider=libvirt >"$RUN_DIR/vagrant-up.log" 2>&1; then
+        tail -30 "$RUN_DIR/vagrant-up.log" >&2
+        die "vagrant up failed"
+    fi
+    timing vagrant-up $(($(now) - t))
+    vagrant ssh-config "${MACHINES[@]}" >"$RUN_DIR/ssh-config"
+    guest_memory
+}
+
+guest_memory() {
+    local m pidfile
+    for m in "${MACHINES[@]}"; do
+        pidfile=/run/libvirt/qemu/$SYSRQ_LIBVIRT_PREFIX-$m.pid
+        [ -s "$pidfile" ] && log "guest $m: qemu RSS $(($(ps -o rss= -p "$(cat "$pidfile")") / 1024)) MiB"
+    done
+}
+
+# ----------------------------------------------------------------------------- test
+# The isolation gate: nothing else runs unless every network our domains use is isolated
+# and no guest has a way out.
+check_isolation() {
+    local m uuid net type failed=0
+    for m in "${MACHINES[@]}"; do
+        uuid=$(cat "$VAGRANT_DOTFILE_PATH/machines/$m/libvirt/id")
+        while read -r _ type net _; do
+            [ -n "$type" ] || continue
+            if [ "$type" != network ]; then
+                log "ISOLATION: $m has an interface of type $type"; failed=1; continue
+            fi
+            if virsh -q net-dumpxml "$net" | grep -Eq "<forward( |>)" &&
+               ! virsh -q net-dumpxml "$net" | grep -q "<forward mode='none'"; then
+                log "ISOLATION: network $net of $m forwards: $(virsh -q net-dumpxml "$net" | grep '<forward')"
+                failed=1
+            else
+                log "isolation: $m -> network $net: no forwarding"
+            fi
+        done < <(virsh -q domiflist "$uuid")
+    done
+    [ "$failed" = 0 ] || die "a guest network is not isolated; not running any scenario"
+    "$HERE/scenarios.py" --ssh-config "$RUN_DIR/ssh-config" --vagrant-dir "$REPO" \
+        --log "$RUN_DIR/scenarios.log" "$HERE/scenarios/isolation.scn" ||
+        die "a guest can reach out; not running any scenario"
+}
+
+run_scenarios() {
+    [ -s "$RUN_DIR/ssh-config" ] || die "no VMs up for $RELEASE (run: $0 $RELEASE up)"
+    local t rc=0 scn
+    t=$(now); check_isolation; timing isolation $(($(now) - t))
+    [ $# -gt 0 ] || set -- "$HERE/scenarios/$RELEASE.scn"
+    t=$(now)
+    for scn in "$@"; do
+        log "scenarios: $scn"
+        "$HERE/scenarios.py" --ssh-config "$RUN_DIR/ssh-config" --vagrant-dir "$REPO" \
+            --log "$RUN_DIR/scenarios.log" "$scn" || rc=1
+    done
+    timing scenarios $(($(now) - t))
+    return $rc
+}
+
+# ----------------------------------------------------------------------------- down
+down() {
+    need_root
+    local t m uuid
+    t=$(now)
+    if [ -d "$VAGRANT_DOTFILE_PATH" ] && [ -s "$RUN_DIR/box" ]; then
+        SYSRQ_BOX=$(cat "$RUN_DIR/box") timeout 300 vagrant destroy -f >"$RUN_DIR/vagrant-destroy.log" 2>&1 ||
+            log "vagrant destroy failed (see $RUN_DIR/vagrant-destroy.log); removing the domains by UUID"
+        # Whatever vagrant left: our domains, by the UUIDs vagrant recorded.
+        for m in "${MACHINES[@]}"; do
+            uuid=$(cat "$VAGRANT_DOTFILE_PATH/machines/$m/libvirt/id" 2>/dev/null) || continue
+            if virsh -q dominfo "$uuid" >/dev/null 2>&1; then
+                virsh -q destroy "$uuid" >/dev/null 2>&1 || true
+                virsh -q undefine "$uuid" --remove-all-storage >/dev/null && log "removed domain $uuid ($m)"
+            fi
+        done
+        timing destroy $(($(now) - t))
+    fi
+    "$HERE/libvirt.sh" stop
+    rm -rf "$SYSRQ_BUNDLE_DIR" "$RUN_DIR/.ssh-control" "$RUN_DIR/box" "$RUN_DIR/ssh-config"
+}
+
+# ----------------------------------------------------------------------------- main
+case "$ACTION" in
+    up) up ;;
+    test) run_scenarios "$@" ;;
+    down) down ;;
+    all)
+        START=$(now)
+        on_exit() {
+            local rc=$?
+            trap - EXIT INT TERM
+            down || rc=1
+            timing total $(($(now) - START))
+            [ -f "$RUN_DIR/timings" ] && column -t "$RUN_DIR/timings" >&2
+            log "logs: $RUN_DIR"
+            exit $rc
+        }
+        trap on_exit EXIT
+        trap 'exit 130' INT
+        trap 'exit 143' TERM
+        up
+        run_scenarios "$@"
+        ;;
+esac
