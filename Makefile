@@ -5,9 +5,9 @@
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: check demo unit netns
+.PHONY: check demo unit netns bench bench-smoke
 
-check: unit netns
+check: unit netns bench-smoke
 
 unit:
 	tests/install-deps.sh unit
@@ -21,3 +21,18 @@ netns:
 	tests/chroot/run-in-root.sh trixie -- $(PYTEST) tests/unit tests/netns
 
 demo: check
+
+# The benchmarks and drills on this host (bench/README.md has the latest results).
+bench:
+	tests/install-deps.sh unit netns
+	$(PYTHON) bench/send.py --runs 20
+	$(PYTHON) bench/apply_scale.py --sizes 1,10,100,1000 --repeat 3
+	$(PYTHON) bench/apply_scale.py --sizes 1,10,100,1000 --repeat 3 --role target
+	$(PYTHON) bench/crash_drill.py --peers 100 --kills 50
+
+# CI: the same programs, small, to prove they still run (no timing is asserted).
+bench-smoke:
+	tests/install-deps.sh unit netns
+	$(PYTHON) bench/send.py --runs 3
+	$(PYTHON) bench/apply_scale.py --sizes 1,10 --repeat 1 --role target
+	$(PYTHON) bench/crash_drill.py --peers 10 --kills 4

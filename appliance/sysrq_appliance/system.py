@@ -61,15 +61,24 @@ def unload_module():
 def read_sysrq(paths):
     try:
         with open(paths.sysctl, encoding="ascii") as f:
-            return int(f.read().strip(), 0)
+            text = f.read().strip()
     except FileNotFoundError:
         return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ApplianceError(f"{paths.sysctl}: {text!r} is not a number; write the value you "
+                             "want there (e.g. 176) and run apply again") from None
 
 
 def write_sysrq(paths, mask):
+    """One write() of the whole value, as `echo 176 > /proc/sys/kernel/sysrq` does."""
     try:
-        with open(paths.sysctl, "w", encoding="ascii") as f:
-            f.write(f"{mask}\n")
+        fd = os.open(paths.sysctl, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, f"{mask}\n".encode("ascii"))
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ApplianceError(f"cannot write {paths.sysctl}: {exc.strerror}") from None
 
