@@ -35,7 +35,7 @@ export VAGRANT_DEFAULT_PROVIDER=libvirt
 export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX_UPDATE_CHECK_DISABLE=1
 export SYSRQ_TCG=1
 export SYSRQ_SERIAL_DIR=$RUN_DIR/serial
-export SYSRQ_BUNDLE_DIR=$RUN_DIR/bundle
+export SYSRQ_STAGE_DIR=$RUN_DIR/stage
 export SYSRQ_LOG_DIR=$RUN_DIR/libvirt
 export SYSRQ_DEB_DIR=${SYSRQ_DEB_DIR:-$REPO/out}
 export SYSRQ_POOL SYSRQ_MGMT_NETWORK SYSRQ_MGMT_SUBNET SYSRQ_TUNNEL_NETWORK SYSRQ_TUNNEL_HOST_IP
@@ -44,6 +44,7 @@ export SYSRQ_POOL SYSRQ_MGMT_NETWORK SYSRQ_MGMT_SUBNET SYSRQ_TUNNEL_NETWORK SYSR
 [ "$RELEASE" = bookworm ] && export SYSRQ_START_UNIT=${SYSRQ_START_UNIT:-0}
 
 vagrant() { command vagrant "$@"; }
+stamp() { local line; while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done; }
 timing() { echo "$1 $2" >>"$RUN_DIR/timings"; log "TIME $1: $2 s"; }
 
 # ----------------------------------------------------------------------------- up
@@ -81,7 +82,7 @@ up() {
     fi
     log "vagrant up (log: $RUN_DIR/vagrant-up.log)"
     t=$(now)
-    if ! vagrant up --provider=libvirt >"$RUN_DIR/vagrant-up.log" 2>&1; then
+    if ! vagrant up --no-tty --provider=libvirt 2>&1 | stamp >"$RUN_DIR/vagrant-up.log"; then
         tail -30 "$RUN_DIR/vagrant-up.log" >&2
         die "vagrant up failed"
     fi
@@ -146,7 +147,7 @@ down() {
     local t m uuid
     t=$(now)
     if [ -d "$VAGRANT_DOTFILE_PATH" ] && [ -s "$RUN_DIR/box" ]; then
-        SYSRQ_BOX=$(cat "$RUN_DIR/box") timeout 300 vagrant destroy -f >"$RUN_DIR/vagrant-destroy.log" 2>&1 ||
+        SYSRQ_BOX=$(cat "$RUN_DIR/box") timeout 300 vagrant destroy -f --no-tty 2>&1 | stamp >"$RUN_DIR/vagrant-destroy.log" ||
             log "vagrant destroy failed (see $RUN_DIR/vagrant-destroy.log); removing the domains by UUID"
         # Whatever vagrant left: our domains, by the UUIDs vagrant recorded.
         for m in "${MACHINES[@]}"; do
@@ -159,7 +160,7 @@ down() {
         timing destroy $(($(now) - t))
     fi
     "$HERE/libvirt.sh" stop
-    rm -rf "$SYSRQ_BUNDLE_DIR" "$RUN_DIR/.ssh-control" "$RUN_DIR/box" "$RUN_DIR/ssh-config"
+    rm -rf "$SYSRQ_STAGE_DIR" "$RUN_DIR/.ssh-control" "$RUN_DIR/box" "$RUN_DIR/ssh-config"
 }
 
 # ----------------------------------------------------------------------------- main

@@ -58,7 +58,10 @@ class Expectation:
     seconds: float
 
     def __str__(self):
-        text = self.kind + (f' "{self.arg}"' if self.arg is not None else "")
+        text = self.kind
+        if self.arg is not None:
+            text += ' "' + self.arg.replace('"', '\\"') + '"'
+
         keyword = KINDS[self.kind][1]
         if keyword and self.seconds != KINDS[self.kind][2]:
             text += f" {keyword} {self.seconds:g}"

@@ -1,0 +1,37 @@
+#!/bin/sh
+# Guest side of the provisioning, as root: our .deb with apt, this machine's half of the pair
+# into /etc/sysrq-appliance, then the systemd unit applies it.
+#   install.sh DIR --start       DIR as staged by stage.sh; `systemctl enable --now sysrq-appliance`
+#   install.sh DIR --no-start    the same without starting the unit (Debian 12: apply must refuse)
+#
+# xt_SYSRQ comes from xtables-addons-dkms, built for the running kernel. The locally built test
+# boxes have it already (built with the box: no compiler runs in the guest, and their networks
+# lead nowhere); a public box gets it and the headers from its Debian mirror here.
+set -eu
+DIR=${1:?usage: $0 DIR --start|--no-start}
+START=${2:---start}
+ETC=/etc/sysrq-appliance
+export DEBIAN_FRONTEND=noninteractive
+set -- "$DIR"/sysrq-appliance_*.deb
+[ -f "$1" ] || { echo "install: no sysrq-appliance_*.deb in $DIR" >&2; exit 1; }
+[ -s "$DIR/sysrq-appliance-etc.tar" ] || { echo "install: no pair half in $DIR" >&2; exit 1; }
+
+if ! modinfo xt_SYSRQ >/dev/null 2>&1; then
+    echo "install: no xt_SYSRQ for $(uname -r): installing xtables-addons-dkms and headers"
+    apt-get update -qq || { echo "install: no Debian mirror reachable from this guest" >&2; exit 1; }
+    apt-get install -y -qq xtables-addons-dkms "linux-headers-$(uname -r)"
+fi
+# Without package lists (the isolated test boxes) apt resolves against what is installed and
+# leaves out Recommends it cannot have; a missing Depends fails here, naming it.
+apt-get install -y -qq "$@"
+dpkg-query -W -f 'install: ${Package} ${Version} installed\n' sysrq-appliance
+
+install -d -m 0700 -o root -g root "$ETC"
+tar -C "$ETC" --same-owner --same-permissions -xf "$DIR/sysrq-appliance-etc.tar"
+rm -rf "$DIR"
+echo "install: $(grep -m1 '^role:' "$ETC/appliance.yaml") installed in $ETC"
+
+if [ "$START" = --start ]; then
+    systemctl enable --now sysrq-appliance
+    systemctl --no-pager --lines=5 status sysrq-appliance || true
+fi
