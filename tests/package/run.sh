@@ -64,6 +64,7 @@ bind() {   # bind SRC DEST ro|rw
 env=(/usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
      HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive)
 online() { chroot "$root" "${env[@]}" "$@"; }
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$results"; }   # RELEASE NAME RESULT DETAIL
 offline() {
     unshare --net setpriv --bounding-set -sys_module,-sys_boot,-sys_time \
         chroot "$root" "${env[@]}" "$@"
@@ -87,10 +88,10 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
     cp /etc/resolv.conf "$root/etc/resolv.conf"
     set +e    # from here on every outcome is recorded; a failing check must not end the run
 
-    record() { printf '%s\t%s\t%s\t%s\n' "$release" "$2" "$1" "${3:-}" >>"$results"; }   # RESULT NAME DETAIL
     check() {   # check NAME DETAIL CONDITION-COMMAND...
         local name=$1 detail=$2; shift 2
-        if "$@"; then record PASS "$name" "$detail"; else record FAIL "$name" "$detail"; fi
+        if "$@"; then record "$release" "$name" PASS "$detail"
+        else record "$release" "$name" FAIL "$detail"; fi
     }
     log=$work/log; : >"$log"
     run_logged() { echo "+ $*" >>"$log"; "$@" >>"$log" 2>&1; }
@@ -101,9 +102,9 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
     # 1. With the network: apt only. The lists and .debs are cached between runs.
     exec 9>"$CACHE/apt/$release/.lock"; flock 9
     if run_logged online "${apt[@]}" update; then
-        record PASS "apt update" "$MIRROR $release"
+        record "$release" "apt update" PASS "$MIRROR $release"
     else
-        record FAIL "apt update" "$MIRROR $release (log: $log)"; exit 0
+        record "$release" "apt update" FAIL "$MIRROR $release (log: $log)"; exit 0
     fi
     sim=$work/simulate
     if online "${apt[@]}" install -s -o APT::Install-Recommends=true "$pkg" >"$sim" 2>&1; then
@@ -120,12 +121,12 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
                 eval 'dpkg --compare-versions "${dkms:-0}" ge 3.26 && [ -n "$headers" ]'
         fi
     else
-        record FAIL "Recommends resolvable" "apt-get install -s failed: $(tail -n 3 "$sim" | tr '\n' ' ')"
+        record "$release" "Recommends resolvable" FAIL "apt-get install -s failed: $(tail -n 3 "$sim" | tr '\n' ' ')"
     fi
     if run_logged online "${apt[@]}" install -y --download-only --no-install-recommends "$pkg" "$pkg2"; then
-        record PASS "dependencies resolve from Debian" "apt install --download-only ./$(basename "$deb")"
+        record "$release" "dependencies resolve from Debian" PASS "apt install --download-only ./$(basename "$deb")"
     else
-        record FAIL "dependencies resolve from Debian" "see $log"; exit 0
+        record "$release" "dependencies resolve from Debian" FAIL "see $log"; exit 0
     fi
     online "${apt[@]}" autoclean -y >/dev/null 2>&1 || true    # keep the .deb cache bounded
     flock -u 9
@@ -135,7 +136,7 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
     # our package differ only by what is ours.
     deps=$(dpkg-deb -f "$deb" Depends)
     run_logged offline "${apt[@]}" satisfy -y --no-download --no-install-recommends "$deps" \
-        || { record FAIL "install dependencies" "apt-get satisfy '$deps' (log: $log)"; exit 0; }
+        || { record "$release" "install dependencies" FAIL "apt-get satisfy '$deps' (log: $log)"; exit 0; }
     snapshot() {
         offline sh -c 'find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run \
                 -o -path /tmp -o -path /srv/debs -o -path /var/lib/dpkg -o -path /var/lib/apt \
@@ -150,7 +151,7 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
         newly=$(sed -n 's/^\([0-9]*\) upgraded, \([0-9]*\) newly installed.*/\2/p' "$out")
         check "apt install ./deb" "$newly newly installed (dependencies were already there)" [ "$newly" = 1 ]
     else
-        record FAIL "apt install ./deb" "$(tail -n 5 "$out" | tr '\n' ' ')"; exit 0
+        record "$release" "apt install ./deb" FAIL "$(tail -n 5 "$out" | tr '\n' ' ')"; exit 0
     fi
     cat "$out" >>"$log"
 
@@ -207,7 +208,7 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
     offline sh -c 'sysrq-appliance pair --target web1=10.10.25.7 --sender admin1=10.10.25.1 \
             --out /tmp/bundle >/dev/null && cp -a /tmp/bundle/target/appliance.yaml \
             /tmp/bundle/target/keys /etc/sysrq-appliance/' >>"$log" 2>&1 \
-        || record FAIL "pair" "see $log"
+        || record "$release" "pair" FAIL "see $log"
     d1=$(offline sysrq-appliance doctor 2>&1) && rc=0 || rc=$?
     echo "$d1" >>"$log"
     lines=$(grep -cE '^(PASS|WARN|FAIL) ' <<<"$d1" || true)
@@ -233,7 +234,7 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
         v2=$(offline dpkg-query -W -f '${Version}' sysrq-appliance)
         check "upgrade" "to $v2" [ "$v2" = "$(dpkg-deb -f "$deb2" Version)" ]
     else
-        record FAIL "upgrade" "see $log"
+        record "$release" "upgrade" FAIL "see $log"
     fi
     after_upgrade=$(state)
     check "upgrade keeps password, keys, configs" "${#keep[@]} files: same content and modes" \
@@ -255,7 +256,7 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
     check "purge leaves nothing" "${left:-$entries entries (path, type, mode, owner; md5 of /etc) unchanged}" \
         eval '[ -z "$left" ] && [ "$entries" -gt 1000 ]'
     [ -z "$left" ] || echo "$left" >>"$log"
-    record INFO "timing" "${t_online}s online (apt update, downloads), $((SECONDS - t0 - t_online))s offline"
+    record "$release" "timing" INFO "${t_online}s online (apt update, downloads), $((SECONDS - t0 - t_online))s offline"
     exit 0
 fi
 
@@ -281,7 +282,6 @@ work=$(mktemp -d /var/tmp/sysrq-appliance-pkgtest.XXXXXX)
 trap 'rm -rf --one-file-system "$work"' EXIT
 results=$work/results.tsv debs=$work/debs
 : >"$results"; mkdir -p "$debs" "$CACHE"
-record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$results"; }   # RELEASE NAME RESULT DETAIL
 lintian_line() { grep '^lintian ' "$1" | sed 's/ (on .*//'; }
 
 # cached_root KIND RELEASE PACKAGES: the cached root's path; built (under a lock) if missing.
@@ -342,10 +342,11 @@ for release in "${releases[@]}"; do
         if [ -n "$deb" ]; then
             # (the .dist-info files differ with dh-python's version: RECORD vs INSTALLER)
             files() { dpkg-deb -c "$1" | awk '$6 !~ /\.dist-info\/./ {print $1, $6}'; }
-            diff <(files "$deb") <(files "$work/build-$release/out/$(basename "$deb")") \
-                >"$work/build-$release/diff" && rc=0 || rc=$?
-            record "$release" "same files as the host build" "$([ "$rc" = 0 ] && echo PASS || echo FAIL)" \
-                "$([ "$rc" = 0 ] && echo "paths and modes (but .dist-info)" || grep '^[<>]' "$work/build-$release/diff" | head -n 5 | tr '\n' ' ')"
+            if differ=$(diff <(files "$deb") <(files "$work/build-$release/out/$(basename "$deb")")); then
+                record "$release" "same files as the host build" PASS "paths and modes (but .dist-info)"
+            else
+                record "$release" "same files as the host build" FAIL "$(grep '^[<>]' <<<"$differ" | head -n 5 | tr '\n' ' ')"
+            fi
         fi
     else
         tail -n 40 "$work/build-$release/log" >&2
