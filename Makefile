@@ -5,9 +5,17 @@
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: check demo unit netns bench bench-smoke
+.PHONY: check demo unit netns bench bench-smoke deb package
 
-check: unit netns bench-smoke
+check: unit netns bench-smoke package
+
+deb:
+	tests/install-deps.sh package
+	tests/package/build-deb.sh out
+
+package:
+	tests/install-deps.sh package
+	tests/package/run.sh
 
 unit:
 	tests/install-deps.sh unit

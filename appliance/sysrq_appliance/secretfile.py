@@ -45,13 +45,16 @@ def ensure_private_dir(path):
         os.chmod(path, DIR_MODE)
 
 
-def write_secret(path, data):
+def write_secret(path, data, private_dir=True):
     """Atomically replace `path` with `data`: O_EXCL temp file 0600 -> fsync -> rename.
 
     Readers see either the old or the new content, never a partial or world-readable file.
+    The directory is made 0700 too, unless `private_dir` is False (a shared one such as
+    /etc/modprobe.d).
     """
     directory = os.path.dirname(os.path.abspath(path))
-    ensure_private_dir(directory)
+    if private_dir:
+        ensure_private_dir(directory)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     try:

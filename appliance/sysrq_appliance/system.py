@@ -43,7 +43,8 @@ def module_hash(paths):
 def load_module(paths, hash_name):
     """modprobe xt_SYSRQ, with `hash=` in our modprobe.d file only when it is not sha1."""
     if hash_name != "sha1":
-        write_secret(paths.modprobe_conf, f"options xt_SYSRQ hash={hash_name}\n".encode())
+        write_secret(paths.modprobe_conf, f"options xt_SYSRQ hash={hash_name}\n".encode(),
+                     private_dir=False)
     elif os.path.exists(paths.modprobe_conf):
         os.unlink(paths.modprobe_conf)
     result = subprocess.run(["modprobe", "xt_SYSRQ"], capture_output=True, text=True)
