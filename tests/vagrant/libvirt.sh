@@ -180,6 +180,10 @@ start() {
     need_root
     apt_ensure libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base
     if [ -d "$SYSRQ_STATE" ] && [ -n "$(ls -A "$SYSRQ_STATE")" ]; then
+        if [ -s "$SYSRQ_STATE/networks" ] && virsh_q version >/dev/null 2>&1 &&
+           [ -n "$(virsh_q list --name | sed '/^$/d')" ]; then
+            die "another two-VM run is up (domains run, state in $SYSRQ_STATE); take it down first"
+        fi
         log "leftovers of an earlier run in $SYSRQ_STATE: cleaning them up first"
         stop
     fi

@@ -2,6 +2,7 @@
 # The two-VM test on this machine kind: the root Vagrantfile on vagrant-libvirt + QEMU TCG.
 #
 #   tests/vagrant/run.sh RELEASE          all of it: up, isolation gate, scenarios, down
+#   tests/vagrant/run.sh RELEASE all SCN...   the same with these scenario files
 #   tests/vagrant/run.sh RELEASE up       build/reuse the box, start libvirt, bring both VMs up
 #   tests/vagrant/run.sh RELEASE test [SCN...]   isolation gate + scenarios on running VMs
 #   tests/vagrant/run.sh RELEASE down     destroy the VMs, our networks and pool, our daemons
@@ -18,8 +19,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 RELEASE=${1:-}
 ACTION=${2:-all}
-case "$RELEASE" in trixie|bookworm) ;; *) sed -n '2,12p' "$0" >&2; exit 2 ;; esac
-case "$ACTION" in all|up|test|down) ;; *) sed -n '2,12p' "$0" >&2; exit 2 ;; esac
+case "$RELEASE" in trixie|bookworm) ;; *) sed -n '2,13p' "$0" >&2; exit 2 ;; esac
+case "$ACTION" in all|up|test|down) ;; *) sed -n '2,13p' "$0" >&2; exit 2 ;; esac
 shift $(($# < 2 ? $# : 2))
 
 RUN_DIR=${SYSRQ_RUN_DIR:-/var/tmp/sysrq-appliance-vagrant/$RELEASE}
@@ -149,9 +150,11 @@ down() {
     if [ -d "$VAGRANT_DOTFILE_PATH" ] && [ -s "$RUN_DIR/box" ]; then
         SYSRQ_BOX=$(cat "$RUN_DIR/box") timeout 300 vagrant destroy -f --no-tty 2>&1 | stamp >"$RUN_DIR/vagrant-destroy.log" ||
             log "vagrant destroy failed (see $RUN_DIR/vagrant-destroy.log); removing the domains by UUID"
-        # Whatever vagrant left: our domains, by the UUIDs vagrant recorded.
+        # Whatever vagrant left: our domains, by the UUID vagrant recorded or, when it was
+        # interrupted before recording one, by their exact name (default_prefix + machine).
         for m in "${MACHINES[@]}"; do
-            uuid=$(cat "$VAGRANT_DOTFILE_PATH/machines/$m/libvirt/id" 2>/dev/null) || continue
+            uuid=$(cat "$VAGRANT_DOTFILE_PATH/machines/$m/libvirt/id" 2>/dev/null) ||
+                uuid=$SYSRQ_LIBVIRT_PREFIX-$m
             if virsh -q dominfo "$uuid" >/dev/null 2>&1; then
                 virsh -q destroy "$uuid" >/dev/null 2>&1 || true
                 virsh -q undefine "$uuid" --remove-all-storage >/dev/null && log "removed domain $uuid ($m)"
@@ -164,8 +167,15 @@ down() {
 }
 
 # ----------------------------------------------------------------------------- main
+# One two-VM run at a time on a machine: the networks, the pool and the daemons are shared.
+if [ "$ACTION" = all ] || [ "$ACTION" = up ]; then
+    exec 8>"$SYSRQ_STATE.lock"
+    flock -n 8 || die "another two-VM run holds $SYSRQ_STATE.lock"
+fi
 case "$ACTION" in
-    up) up ;;
+    up)
+        trap '[ $? = 0 ] || log "partly up; take it down with: $0 $RELEASE down"' EXIT
+        up ;;
     test) run_scenarios "$@" ;;
     down) down ;;
     all)
