@@ -251,9 +251,10 @@ def _send(args):
     peer = cfg.find_peer(args.target)
     if args.sequence is None:
         steps = (sequences.Step(keys=sysrq.check_keys(args.keys)),)
+        sequences.refuse_masked(steps, peer.allow, peer.name, "KEYS")
     else:
         steps = sequences.resolve(args.sequence, dict(cfg.sequences))
-        sequences.refuse_masked(steps, peer.allow, peer.name, args.sequence)
+        sequences.refuse_masked(steps, peer.allow, peer.name, f"--sequence {args.sequence}")
         print(f"{args.sequence} on {peer.name}: " + ", ".join(
             s.keys or f"wait {s.seconds:g} s" for s in steps))
     secret = password.load(peer.password_file, f"{cfg.path}: peers[{peer.name}].password_file")
@@ -281,6 +282,8 @@ def _send_request(cfg, peer, secret, keys, fixed_seqno, args):
         if number is None:
             number = (seqno.next_seqno(time.time(), seqno.read_last(args.state_dir, peer.name))
                       if args.dry_run else seqno.reserve(args.state_dir, peer.name, time.time()))
+        elif not args.dry_run:
+            seqno.record(args.state_dir, peer.name, number)  # later sends must stay above it
         payload = wire.build(keys, number, args.salt or wire.new_salt(), peer.address, secret,
                              cfg.hash).encode()
         shown = payload.decode()

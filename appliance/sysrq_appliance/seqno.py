@@ -32,14 +32,32 @@ def read_last(state_dir, target):
         return 0  # a damaged file: fall back to the clock, which is always valid when sane
 
 
+def _locked(state_dir, update):
+    """Run update(last) -> new under an exclusive lock; store and return new."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(state_dir, ".seqno.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return update()
+    finally:
+        os.close(fd)
+
+
+def _store(state_dir, target, seqno):
+    write_secret(_path(state_dir, target), f"{seqno}\n".encode("ascii"))
+    return seqno
+
+
 def reserve(state_dir, target, now):
     """Take the next seqno for `target` and record it before anything is sent.
 
-    An exclusive lock makes two concurrent senders get different numbers.
+    The lock makes two concurrent senders get different numbers.
     """
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    with open(os.path.join(state_dir, ".seqno.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        seqno = next_seqno(now, read_last(state_dir, target))
-        write_secret(_path(state_dir, target), f"{seqno}\n".encode("ascii"))
-        return seqno
+    return _locked(state_dir, lambda: _store(
+        state_dir, target, next_seqno(now, read_last(state_dir, target))))
+
+
+def record(state_dir, target, seqno):
+    """Remember an explicitly chosen seqno, so that later sends stay above it."""
+    return _locked(state_dir, lambda: _store(
+        state_dir, target, max(seqno, read_last(state_dir, target))))

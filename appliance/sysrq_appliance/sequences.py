@@ -65,8 +65,10 @@ def resolve(name, custom):
     raise InputError(f"--sequence: {name!r} is not a sequence; known: {known}")
 
 
-def refuse_masked(steps, allow, target, name):
-    """Refuse before sending anything if the target's allow list would drop a step."""
+def refuse_masked(steps, allow, target, what):
+    """Refuse before sending anything if the target's allow list would drop a step.
+
+    `allow` is the peer's allow list in the sender's config (None: unknown, no check)."""
     if allow is None:
         return
     mask = sysrq.mask_for(allow)
@@ -75,6 +77,6 @@ def refuse_masked(steps, allow, target, name):
             if not sysrq.key_allowed(key, mask):
                 need = next((n for n, (_, keys) in sysrq.FUNCTIONS.items() if key in keys),
                             "all")
-                raise InputError(f"--sequence {name}: {target} allows only "
+                raise InputError(f"{what}: {target} allows only "
                                  f"{', '.join(allow)}; key {key!r} needs '{need}' in the "
                                  "target's sysrq.allow (and in this peer's allow)")

@@ -191,6 +191,11 @@ def test_sequence_dry_run_and_mask_refusal(tmp_path):
     assert refused.stderr.decode().strip() == (
         "sysrq-appliance: --sequence diagnose: web1 allows only sync, remount, reboot; key 'w' "
         "needs 'dump' in the target's sysrq.allow (and in this peer's allow)")
+    single = cli(*base, "send", "web1", "t", "--dry-run")
+    assert single.returncode == 2
+    assert single.stderr.decode().strip() == (
+        "sysrq-appliance: KEYS: web1 allows only sync, remount, reboot; key 't' needs 'dump' in "
+        "the target's sysrq.allow (and in this peer's allow)")
     unknown = cli(*base, "send", "web1", "--sequence", "panic", "--dry-run")
     assert unknown.returncode == 2 and "known: diagnose, reboot-safely, thaw" in text(unknown)
 

@@ -21,3 +21,10 @@ def test_reserve_persists_per_target(tmp_path):
 def test_damaged_state_falls_back_to_clock(tmp_path):
     (tmp_path / "seqno.web1").write_text("garbage")
     assert seqno.reserve(str(tmp_path), "web1", 7000) == 7000
+
+
+def test_explicit_seqno_is_recorded_so_later_sends_stay_above(tmp_path):
+    seqno.record(str(tmp_path), "web1", 9000)
+    assert seqno.reserve(str(tmp_path), "web1", 5000) == 9001
+    seqno.record(str(tmp_path), "web1", 10)          # never goes backwards
+    assert seqno.read_last(str(tmp_path), "web1") == 9001
