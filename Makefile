@@ -5,9 +5,9 @@
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: check demo unit netns bench bench-smoke deb package
+.PHONY: check demo unit netns bench bench-smoke deb package vagrant
 
-check: unit netns bench-smoke package
+check: unit netns bench-smoke package vagrant
 
 deb:
 	tests/install-deps.sh package
@@ -28,7 +28,19 @@ netns:
 	$(PYTEST) tests/netns
 	tests/chroot/run-in-root.sh trixie -- $(PYTEST) tests/unit tests/netns
 
-demo: check
+# The main job: build the .deb and the box (or reuse the cache), bring up sender and target
+# under QEMU, run the Debian 13 scenarios, print the table, tear everything down.
+demo:
+	tests/install-deps.sh vagrant package
+	tests/package/build-deb.sh out
+	tests/vagrant/run.sh trixie
+
+# The two-VM test on both releases (Debian 12: doctor FAILs, apply refuses, nothing is sent).
+vagrant:
+	tests/install-deps.sh vagrant package
+	tests/package/build-deb.sh out
+	tests/vagrant/run.sh trixie
+	tests/vagrant/run.sh bookworm
 
 # The benchmarks and drills on this host (bench/README.md has the latest results).
 bench:
