@@ -4,11 +4,12 @@ Order on apply: module -> password -> kernel.sysrq -> SAs -> policies -> rules (
 trigger is armed last). `down` goes the other way. A failed apply undoes its own changes.
 """
 
+import dataclasses
 import secrets
 import sys
 from dataclasses import dataclass, field
 
-from sysrq_appliance import esp_keys, firewall, password, plan, system, xfrm
+from sysrq_appliance import esp_keys, firewall, password, plan, sa_sequence, system, xfrm
 from sysrq_appliance.errors import ApplianceError
 from sysrq_appliance.transaction import Step, execute
 
@@ -67,7 +68,7 @@ def changes(ctx, desired, observed, sock, backend):
     if ctx.cfg.role == "target":
         steps += _module_steps(ctx, desired, observed)
     if ctx.with_sa:
-        steps += _sa_steps(sock, desired.states, [s for s, _ in observed.states])
+        steps += _sa_steps(sock, desired.states, [s for s, _ in observed.states], ctx)
     steps += _policy_steps(sock, desired.policies, observed.policies)
     if ctx.with_sa:
         steps += _stale_sa_steps(sock, desired.states, [s for s, _ in observed.states])
@@ -132,17 +133,25 @@ def _describe_policy(p):
     return f"policy {p.dir} {sel.src} -> {sel.dst} {what}".rstrip()
 
 
-def _sa_steps(sock, desired, observed):
+def _numbered(ctx, state):
+    """An outbound SA with its sequence counter continued (see sa_sequence)."""
+    if state.src != ctx.cfg.local:
+        return state
+    return dataclasses.replace(state, oseq=sa_sequence.allocate(ctx.paths.state_dir, state.spi))
+
+
+def _sa_steps(sock, desired, observed, ctx):
     have = {(s.dst, s.spi): s for s in observed}
     steps = []
     for want in desired:
         old = have.get((want.dst, want.spi))
         if old is None:
-            steps.append(Step(f"add {_describe_state(want)}", lambda w=want: sock.add_state(w),
+            steps.append(Step(f"add {_describe_state(want)}",
+                              lambda w=want: sock.add_state(_numbered(ctx, w)),
                               lambda w=want: sock.delete_state(w)))
         elif old != want:
             steps.append(Step(f"update {_describe_state(want)}",
-                              lambda w=want: sock.update_state(w),
+                              lambda w=want: sock.update_state(_numbered(ctx, w)),
                               lambda o=old: sock.update_state(o)))
     return steps
 
@@ -199,7 +208,11 @@ def plan_changes(ctx, sock, backend):
 
 
 def apply(ctx, sock, backend, report=print):
-    steps = plan_changes(ctx, sock, backend)
+    observed = observe(ctx, sock, backend)
+    for state, _ in observed.states:
+        if state.src == ctx.cfg.local:
+            sa_sequence.keep_ahead(ctx.paths.state_dir, state.spi, state.oseq)
+    steps = changes(ctx, desired_state(ctx), observed, sock, backend)
     if not steps:
         report("nothing to change: the kernel matches the config")
         return 0
@@ -216,7 +229,7 @@ def down(ctx, sock, backend, report=print):
              for f in FAMILIES if observed.chains.get(f) is not None]
     steps += [Step(f"delete {_describe_policy(p)}", lambda p=p: sock.delete_policy(p))
               for p in observed.policies]
-    steps += [Step(f"delete {_describe_state(s)}", lambda s=s: sock.delete_state(s))
+    steps += [Step(f"delete {_describe_state(s)}", lambda s=s: _delete_state(ctx, sock, s))
               for s, _ in observed.states]
     saved = system.saved_sysrq(ctx.paths)
     if saved is not None:
@@ -237,6 +250,11 @@ def down(ctx, sock, backend, report=print):
     if errors:
         raise ApplianceError("down left something behind: " + "; ".join(errors))
     return len(steps)
+
+
+def _delete_state(ctx, sock, state):
+    sock.delete_state(state)
+    sa_sequence.settle(ctx.paths.state_dir, state.spi, state.oseq)
 
 
 def _our_password_is_loaded(ctx, observed):

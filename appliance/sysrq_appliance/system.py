@@ -103,14 +103,15 @@ def forget_saved_sysrq(paths):
 
 def xtables_addons_version():
     """(major, minor) of the installed xtables-addons, from dpkg or modinfo; None if unknown."""
-    for argv in (["dpkg-query", "-W", "-f", "${Version}", "xtables-addons-dkms"],
-                 ["dpkg-query", "-W", "-f", "${Version}", "xtables-addons-common"],
-                 ["modinfo", "-F", "version", "xt_SYSRQ"]):
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True).stdout
-        except FileNotFoundError:
-            continue
-        match = re.match(r"(?:\d+:)?(\d+)\.(\d+)", out.strip())
+    # A removed (config-files) package still has a version: only an installed one counts.
+    query = ["dpkg-query", "-W", "-f", "${db:Status-Status} ${Version}\n",
+             "xtables-addons-dkms", "xtables-addons-common"]
+    try:
+        out = subprocess.run(query, capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return None
+    for line in out.splitlines():
+        match = re.match(r"installed (?:\d+:)?(\d+)\.(\d+)", line)
         if match:
             return int(match.group(1)), int(match.group(2))
     return None

@@ -33,6 +33,7 @@ XFRM_MSG_NEWSA, XFRM_MSG_DELSA, XFRM_MSG_GETSA = 16, 17, 18
 XFRM_MSG_NEWPOLICY, XFRM_MSG_DELPOLICY, XFRM_MSG_GETPOLICY = 19, 20, 21
 XFRM_MSG_UPDPOLICY, XFRM_MSG_UPDSA = 25, 26  # UPDSA unused: see XfrmSocket.update_state
 XFRMA_ALG_AUTH, XFRMA_ALG_CRYPT, XFRMA_TMPL, XFRMA_SRCADDR, XFRMA_POLICY_TYPE = 1, 2, 5, 13, 16
+XFRMA_REPLAY_VAL = 10
 XFRMA_ALG_AEAD, XFRMA_ALG_AUTH_TRUNC, XFRMA_MARK, XFRMA_IF_ID = 18, 20, 21, 31
 XFRM_INF = 2**64 - 1
 XFRM_MODE_TUNNEL = 1
@@ -132,6 +133,10 @@ class State:
     aead: Algorithm | None = None
     crypt: Algorithm | None = None
     auth: Algorithm | None = None  # sent as XFRMA_ALG_AUTH_TRUNC
+    # Outbound sequence counter to start from (XFRMA_REPLAY_VAL; 0: the kernel's default).
+    # Keys are static, so a counter restarting at 1 after a reboot would reuse AES-GCM
+    # nonces and trip the peer's replay window; the controller keeps it growing instead.
+    oseq: int = field(default=0, compare=False)
 
     def __post_init__(self):
         _canonical(self, "src", "dst")
@@ -237,12 +242,17 @@ class _xfrm_msg(nlmsg):
     class xfrm_mark(nla):
         fields = (("v", "I"), ("m", "I"))
 
+    class xfrm_replay_state(nla):
+        """The SA's sequence counters: oseq = the last sequence number sent."""
+        fields = (("oseq", "I"), ("seq", "I"), ("bitmap", "I"))
+
     class xfrm_userpolicy_type(nla):
         fields = (("type", "B"),)
 
     nla_map = ((XFRMA_ALG_AUTH, "XFRMA_ALG_AUTH", "xfrm_algo"),  # SA dumps have AUTH_TRUNC too
                (XFRMA_ALG_CRYPT, "XFRMA_ALG_CRYPT", "xfrm_algo"),
                (XFRMA_TMPL, "XFRMA_TMPL", "xfrm_user_tmpl"),
+               (XFRMA_REPLAY_VAL, "XFRMA_REPLAY_VAL", "xfrm_replay_state"),
                (XFRMA_SRCADDR, "XFRMA_SRCADDR", "xfrm_address"),
                (XFRMA_POLICY_TYPE, "XFRMA_POLICY_TYPE", "xfrm_userpolicy_type"),
                (XFRMA_ALG_AEAD, "XFRMA_ALG_AEAD", "xfrm_algo_aead"),
@@ -340,6 +350,8 @@ def state_msg(s: State) -> xfrm_usersa_info:
         if alg is not None:
             value = {"alg_name": alg.name.encode(), "alg_key_len": len(alg.key) * 8, "alg_key": alg.key}
             msg["attrs"].append((attr, {**value, bits: alg.bits} if bits else value))
+    if s.oseq:
+        msg["attrs"].append(("XFRMA_REPLAY_VAL", {"oseq": s.oseq, "seq": 0, "bitmap": 0}))
     return msg
 
 
@@ -369,7 +381,8 @@ def decode_state(msg) -> tuple[State, StateCounters] | None:
         state = State(_text(family, msg["saddr"]), _text(family, msg["id_daddr"]), msg["id_spi"], msg["reqid"],
                       aead=_algorithm(msg.get_attr("XFRMA_ALG_AEAD"), "alg_icv_len"),
                       crypt=_algorithm(msg.get_attr("XFRMA_ALG_CRYPT")),
-                      auth=_algorithm(msg.get_attr("XFRMA_ALG_AUTH_TRUNC"), "alg_trunc_len"))
+                      auth=_algorithm(msg.get_attr("XFRMA_ALG_AUTH_TRUNC"), "alg_trunc_len"),
+                      oseq=(msg.get_attr("XFRMA_REPLAY_VAL") or {"oseq": 0})["oseq"])
     except ValueError:  # e.g. an algorithm combination we never use
         return None
     return state, StateCounters(msg["cur_bytes"], msg["cur_packets"], msg["stats_replay"],

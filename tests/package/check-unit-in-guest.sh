@@ -69,7 +69,9 @@ check "systemd-analyze verify" "${out:-clean}" [ -z "$out" ]
 state=$(systemctl is-enabled "$UNIT" 2>&1)
 check "enabled" "$state" [ "$state" = enabled ]
 
-xa=$(dpkg-query -W -f '${Version}' xtables-addons-dkms 2>/dev/null || dpkg-query -W -f '${Version}' xtables-addons-common)
+# The first of the two that is installed (a removed dkms package still has a version).
+xa=$(dpkg-query -W -f '${db:Status-Status} ${Version}\n' xtables-addons-dkms xtables-addons-common 2>/dev/null \
+     | awk '$1 == "installed" { print $2; exit }')
 if [ "$role" = target ] && dpkg --compare-versions "$xa" lt 3.26; then
     # Debian 12: apply must refuse the SYSRQ rule (doctor FAILs), so the unit fails.
     active=$(systemctl is-active "$UNIT")
