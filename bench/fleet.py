@@ -62,7 +62,9 @@ def baseline_restore(n, port=9):
     """Our target chain as one iptables-restore input."""
     rules = [f"-A SYSRQ-APPLIANCE -s {peer_address(i)}/32 -d {LOCAL}/32 -p udp -m udp --dport "
              f"{port} -m policy --dir in --pol ipsec --proto esp --mode tunnel --tunnel-dst "
-             f"{LOCAL} --tunnel-src {peer_address(i)} -m limit --limit 10/sec --limit-burst 20 "
+             f"{LOCAL} --tunnel-src {peer_address(i)} -m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20 "
+             "--hashlimit-mode srcip,srcport --hashlimit-name sysrq-appliance "
+             "--hashlimit-htable-expire 10000 "
              "-j ACCEPT" for i in range(n)]
     return "\n".join(["*filter", ":SYSRQ-APPLIANCE - [0:0]", "-I INPUT 1 -j SYSRQ-APPLIANCE",
                       *rules, f"-A SYSRQ-APPLIANCE -p udp -m udp --dport {port} -j DROP",

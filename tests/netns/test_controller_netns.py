@@ -44,7 +44,8 @@ def test_apply_twice_status_down_leaves_foreign_state_alone(netns, tmp_path, bun
     save = netns.run(f"iptables-{backend}-save").stdout
     assert ("-A SYSRQ-APPLIANCE -s 10.10.25.1/32 -d 10.10.25.7/32 -p udp -m udp --dport 9 "
             "-m policy --dir in --pol ipsec --proto esp --mode tunnel --tunnel-dst 10.10.25.7 "
-            "--tunnel-src 10.10.25.1 -m limit --limit 10/sec --limit-burst 20 -j ACCEPT") in save
+            "--tunnel-src 10.10.25.1 -m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20 "
+            "--hashlimit-mode srcip,srcport --hashlimit-name sysrq-appliance --hashlimit-htable-expire 10000 -j ACCEPT") in save
     assert "-A SYSRQ-APPLIANCE -p udp -m udp --dport 9 -j DROP" in save
     assert save.index("-A INPUT -j SYSRQ-APPLIANCE") < save.index("-A INPUT -p tcp")
     policies = netns.run("ip", "xfrm", "policy").stdout

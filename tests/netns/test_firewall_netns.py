@@ -313,7 +313,7 @@ def test_issue_353_no_such_parameter_without_the_fix(netns):
     fixed = run_iptc(netns, """
         iptc_compat.load()
         rule = iptc.Rule()
-        for name, option, value in [("udp", "dport", "9"), ("limit", "limit-burst", "20"),
+        for name, option, value in [("udp", "dport", "9"), ("hashlimit", "hashlimit-burst", "20"),
                                     ("policy", "tunnel-dst", "10.10.25.7"), ("mac", "mac-source",
                                     "aa:bb:cc:dd:ee:0f")]:
             iptc_compat.create_match(rule, name).set_parameter(option, value)

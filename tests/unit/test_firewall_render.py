@@ -18,11 +18,15 @@ def test_v4_with_and_without_mac():
         " -m policy --dir in --pol ipsec --proto esp --mode tunnel"
         " --tunnel-dst 10.10.25.7 --tunnel-src 10.10.25.1"
         " -m mac --mac-source aa:bb:cc:dd:ee:0f"
-        " -m limit --limit 10/sec --limit-burst 20 -j SYSRQ",
+        " -m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20"
+        " --hashlimit-mode srcip,srcport --hashlimit-name sysrq-appliance"
+        " --hashlimit-htable-expire 10000 -j SYSRQ",
         "-A SYSRQ-APPLIANCE -s 10.10.25.2/32 -d 10.10.25.7/32 -p udp -m udp --dport 9"
         " -m policy --dir in --pol ipsec --proto esp --mode tunnel"
         " --tunnel-dst 10.10.25.7 --tunnel-src 10.10.25.2"
-        " -m limit --limit 10/sec --limit-burst 20 -j SYSRQ",
+        " -m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20"
+        " --hashlimit-mode srcip,srcport --hashlimit-name sysrq-appliance"
+        " --hashlimit-htable-expire 10000 -j SYSRQ",
         "-A SYSRQ-APPLIANCE -p udp -m udp --dport 9 -j DROP",
     ]
 
@@ -32,7 +36,9 @@ def test_v6_host_prefix_and_canonical_addresses():
         "-A SYSRQ-APPLIANCE -s 2001:db8::1/128 -d 2001:db8::7/128 -p udp -m udp --dport 9"
         " -m policy --dir in --pol ipsec --proto esp --mode tunnel"
         " --tunnel-dst 2001:db8::7 --tunnel-src 2001:db8::1"
-        " -m limit --limit 10/sec --limit-burst 20 -j SYSRQ",
+        " -m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20"
+        " --hashlimit-mode srcip,srcport --hashlimit-name sysrq-appliance"
+        " --hashlimit-htable-expire 10000 -j SYSRQ",
         "-A SYSRQ-APPLIANCE -p udp -m udp --dport 9 -j DROP",
     ]
 
@@ -43,7 +49,9 @@ def test_drop_other_false_and_injected_target():
         "-A SYSRQ-APPLIANCE -s 10.10.25.2/32 -d 10.10.25.7/32 -p udp -m udp --dport 9"
         " -m policy --dir in --pol ipsec --proto esp --mode tunnel"
         " --tunnel-dst 10.10.25.7 --tunnel-src 10.10.25.2"
-        " -m limit --limit 10/sec --limit-burst 20 -j SRA-COUNT",
+        " -m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20"
+        " --hashlimit-mode srcip,srcport --hashlimit-name sysrq-appliance"
+        " --hashlimit-htable-expire 10000 -j SRA-COUNT",
     ]
 
 

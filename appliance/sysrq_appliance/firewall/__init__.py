@@ -5,7 +5,9 @@ Everything we own lives in table filter, for IPv4 and IPv6 alike:
     -A INPUT -j SYSRQ-APPLIANCE                       exactly one, at the top of INPUT
     -A SYSRQ-APPLIANCE -s PEER/32 -d LOCAL/32 -p udp -m udp --dport 9 -m policy --dir in
        --pol ipsec --proto esp --mode tunnel --tunnel-dst LOCAL --tunnel-src PEER
-       [-m mac --mac-source MAC] -m limit --limit 10/sec --limit-burst 20 -j SYSRQ
+       [-m mac --mac-source MAC] -m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20
+       --hashlimit-mode srcip,srcport --hashlimit-name sysrq-appliance
+       --hashlimit-htable-expire 10000 -j SYSRQ
     -A SYSRQ-APPLIANCE -p udp -m udp --dport 9 -j DROP    every other packet to the port
 
 `render()` produces these lines exactly as `iptables-save` prints them, so one string list
@@ -28,6 +30,14 @@ CHAIN = "SYSRQ-APPLIANCE"
 JUMP = f"-A INPUT -j {CHAIN}"
 RATE = "10/sec"
 BURST = 20
+# The rate limit counts per sending socket (source address and port), not per rule: a flood
+# from one socket (a runaway script, a stuck retry loop) cannot starve the rescue request
+# that `send` makes from a fresh socket, while each socket stays capped at 10/sec.
+LIMIT_MODE = "srcip,srcport"
+LIMIT_NAME = "sysrq-appliance"
+# Explicit, though 10 s is iptables' own default here: python-iptables loses the default
+# that libxt_hashlimit computes in its final check (the kernel then refuses expire 0).
+LIMIT_EXPIRE_MS = 10000
 
 _TARGET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,28}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
@@ -110,7 +120,9 @@ def _render_peer(rule: PeerRule, family: int, target: str) -> str:
             f" --tunnel-dst {local} --tunnel-src {peer}")
     if rule.mac is not None:
         line += f" -m mac --mac-source {_mac(rule.mac)}"
-    return line + f" -m limit --limit {RATE} --limit-burst {BURST} -j {target}"
+    return line + (f" -m hashlimit --hashlimit-upto {RATE} --hashlimit-burst {BURST}"
+                   f" --hashlimit-mode {LIMIT_MODE} --hashlimit-name {LIMIT_NAME}"
+                   f" --hashlimit-htable-expire {LIMIT_EXPIRE_MS} -j {target}")
 
 
 def _address(text: str, family: int) -> str:

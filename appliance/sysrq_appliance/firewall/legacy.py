@@ -16,8 +16,9 @@ import fcntl
 import os
 import time
 
-from sysrq_appliance.firewall import (BURST, CHAIN, RATE, ChainBackend, ChainSpec, FirewallError,
-                                      ObservedChain, PeerRule, jump_in_place)
+from sysrq_appliance.firewall import (BURST, CHAIN, LIMIT_EXPIRE_MS, LIMIT_MODE, LIMIT_NAME, RATE,
+                                      ChainBackend, ChainSpec, FirewallError, ObservedChain,
+                                      PeerRule, jump_in_place)
 from sysrq_appliance.firewall import iptc_compat
 
 LOCK_WAIT = 10.0  # seconds
@@ -86,8 +87,10 @@ def _peer_rule(iptc, spec: ChainSpec, peer: PeerRule):
     policy.tunnel_src, policy.tunnel_dst = peer.peer, peer.local
     if peer.mac is not None:
         rule.create_match("mac").mac_source = peer.mac
-    limit = rule.create_match("limit")
-    limit.limit, limit.limit_burst = RATE, str(BURST)
+    limit = iptc_compat.create_match(rule, "hashlimit")
+    limit.hashlimit_upto, limit.hashlimit_burst = RATE, str(BURST)
+    limit.hashlimit_mode, limit.hashlimit_name = LIMIT_MODE, LIMIT_NAME
+    limit.hashlimit_htable_expire = str(LIMIT_EXPIRE_MS)
     rule.target = iptc.Target(rule, spec.target)
     return rule
 
