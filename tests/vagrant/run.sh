@@ -43,6 +43,8 @@ export SYSRQ_POOL SYSRQ_MGMT_NETWORK SYSRQ_MGMT_SUBNET SYSRQ_TUNNEL_NETWORK SYSR
 # Debian 12's xt_SYSRQ panics on the first request that reaches it: there the unit is not
 # started at provisioning; the scenarios check that doctor and apply refuse.
 [ "$RELEASE" = bookworm ] && export SYSRQ_START_UNIT=${SYSRQ_START_UNIT:-0}
+# The rescue drills need thaw (j: the signal bit) and the blocked-task dump (w: dump).
+export SYSRQ_PAIR_ARGS=${SYSRQ_PAIR_ARGS:---allow sync,remount,reboot,signal,dump}
 
 vagrant() { command vagrant "$@"; }
 stamp() { local line; while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done; }
@@ -136,7 +138,7 @@ run_scenarios() {
     for scn in "$@"; do
         log "scenarios: $scn"
         "$HERE/scenarios.py" --ssh-config "$RUN_DIR/ssh-config" --vagrant-dir "$REPO" \
-            --log "$RUN_DIR/scenarios.log" "$scn" || rc=1
+            --serial-dir "$SYSRQ_SERIAL_DIR" --log "$RUN_DIR/scenarios.log" "$scn" || rc=1
     done
     timing scenarios $(($(now) - t))
     return $rc

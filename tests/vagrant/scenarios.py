@@ -25,6 +25,10 @@ EXPECTATION is one of (TEXT and REGEX in double quotes; "output" is stdout and s
     !log TEXT [after S]                   ... still does not show TEXT after S seconds (default 3)
     powered-off [within S]                the hypervisor reports HOST off within S s (default 120)
     unreachable [within S]                ssh to HOST fails within S s (default 60)
+    reachable [within S]                  a new ssh login to HOST works within S s (default 300)
+    serial TEXT [within S]                HOST's serial console since its last @mark shows TEXT
+                                          within S s (default 10): the kernel's own words, also
+                                          across a reboot or with all of userspace stopped
 
 Uses only the standard library and the system's ssh; needs Debian's /usr/bin/python3 >= 3.9.
 """
@@ -44,6 +48,7 @@ KINDS = {  # kind: (number of TEXT/N arguments, name of the optional seconds key
     "matches": (1, None, 0), "!matches": (1, None, 0),
     "log": (1, "within", 10), "!log": (1, "after", 3),
     "powered-off": (0, "within", 120), "unreachable": (0, "within", 60),
+    "reachable": (0, "within", 300), "serial": (1, "within", 10),
 }
 
 
@@ -164,12 +169,14 @@ class Result:
 class Hosts:
     """Runs commands on the Vagrant machines through ssh (one shared connection per host)."""
 
-    def __init__(self, ssh_config, vagrant_dir, control_dir, log):
+    def __init__(self, ssh_config, vagrant_dir, control_dir, log, serial_dir=None):
         self.ssh_config = ssh_config
         self.vagrant_dir = vagrant_dir
         self.control_dir = control_dir
         self.log = log
+        self.serial_dir = serial_dir
         self.marks = {}
+        self.serial_marks = {}
 
     def ssh(self, host, command, timeout=COMMAND_TIMEOUT, shared=True, connect_timeout=15):
         argv = ["ssh", "-F", self.ssh_config, "-o", "BatchMode=yes",
@@ -197,7 +204,20 @@ class Hosts:
     def mark(self, host):
         mark = f"sysrq-scenario-mark-{time.time_ns()}"
         self.marks[host] = mark
+        self.serial_marks[host] = len(self.serial_log(host, since_mark=False))
         return self.ssh(host, f"echo {mark} > /dev/kmsg")
+
+    def serial_log(self, host, since_mark=True):
+        """What HOST's serial console printed (since its last @mark), read on this side."""
+        if not self.serial_dir:
+            return ""
+        try:
+            with open(os.path.join(self.serial_dir, f"{host}.log"), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return ""
+        start = self.serial_marks.get(host, 0) if since_mark else 0
+        return data[start:].decode(errors="replace")
 
     def kernel_log(self, host):
         """The host's kernel log after its last mark (the whole log if the mark is gone)."""
@@ -271,6 +291,24 @@ def evaluate(check, hosts):
         if log.status != 0:
             return False, f"cannot read the kernel log: {last_line(log.output)}"
         return found != (kind == "!log"), ""
+    if kind == "serial":
+        deadline = time.monotonic() + expect.seconds
+        while expect.arg not in (text := hosts.serial_log(check.host)):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(1)
+        hosts.log(f"serial console of {check.host} since mark:\n{text.rstrip()}\n")
+        return expect.arg in text, "" if expect.arg in text else "not on the serial console"
+    if kind == "reachable":
+        deadline = time.monotonic() + expect.seconds
+        hosts.forget_connection(check.host)
+        while True:
+            probe = hosts.ssh(check.host, "true", timeout=20, shared=False, connect_timeout=5)
+            if probe.status == 0:
+                return True, "ssh answers"
+            if time.monotonic() >= deadline:
+                return False, f"ssh exit {probe.status} after {expect.seconds:g} s"
+            time.sleep(3)
     if kind in ("powered-off", "unreachable"):
         deadline = time.monotonic() + expect.seconds
         while True:
@@ -304,6 +342,7 @@ def main(argv=None):
     parser.add_argument("--ssh-config", required=True, help="output of `vagrant ssh-config`")
     parser.add_argument("--vagrant-dir", default=".", help="where the Vagrantfile is")
     parser.add_argument("--log", default=os.devnull, help="full output of every check")
+    parser.add_argument("--serial-dir", help="where the machines' serial logs are (NAME.log)")
     parser.add_argument("--check-only", action="store_true", help="parse, list, run nothing")
     args = parser.parse_args(argv)
     try:
@@ -324,7 +363,7 @@ def main(argv=None):
         def log(text):
             logfile.write(text)
             logfile.flush()
-        hosts = Hosts(args.ssh_config, args.vagrant_dir, control_dir, log)
+        hosts = Hosts(args.ssh_config, args.vagrant_dir, control_dir, log, args.serial_dir)
         rows, counts = [], {"PASS": 0, "FAIL": 0, "TODO": 0}
         print(f"{'':4} {'result':6} {'secs':>5}  {'host':7} {'command':48} expectation")
         for number, check in enumerate(checks, 1):
