@@ -5,7 +5,7 @@
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: check demo unit netns bench bench-smoke deb package vagrant
+.PHONY: check demo unit netns bench bench-guest bench-smoke deb package vagrant
 
 check: unit netns bench-smoke package vagrant
 
@@ -49,6 +49,12 @@ bench:
 	$(PYTHON) bench/apply_scale.py --sizes 1,10,100,1000 --repeat 3
 	$(PYTHON) bench/apply_scale.py --sizes 1,10,100,1000 --repeat 3 --role target
 	$(PYTHON) bench/crash_drill.py --peers 100 --kills 50
+
+# The guest half: apply_scale with SAs, and the flood drill, on the two Debian 13 VMs.
+bench-guest:
+	tests/install-deps.sh vagrant package
+	tests/package/build-deb.sh out
+	tests/vagrant/run.sh trixie all tests/vagrant/scenarios/bench.scn
 
 # CI: the same programs, small, to prove they still run (no timing is asserted).
 bench-smoke:

@@ -3,9 +3,10 @@
 
 Each measurement runs in a fresh network namespace. This host's kernel has no ESP, so here
 the controller runs with --without-esp (policies and rules, no SAs) and the baseline adds the
-same policies; the guest run of the two-VM harness measures SAs too.
+same policies; in a guest of the two-VM harness (a kernel with ESP) --with-esp measures the
+SAs too (make bench-guest).
 
-    bench/apply_scale.py [--sizes 1,10,100,1000] [--repeat 3] [--role sender|target]
+    bench/apply_scale.py [--sizes 1,10,100,1000] [--repeat 3] [--role sender|target] [--with-esp]
 """
 
 import argparse
@@ -32,7 +33,7 @@ def timed(argv, stdin=None):
     return elapsed, result.stdout
 
 
-def controller_run(n, role):
+def controller_run(n, role, with_sa):
     with tempfile.TemporaryDirectory() as scratch, netns() as ns:
         config = write_fleet(os.path.join(scratch, "etc"), n, role)
         os.makedirs(os.path.join(scratch, "parameters"))
@@ -45,7 +46,7 @@ def controller_run(n, role):
                 "--config", config, "--state-dir", os.path.join(scratch, "state"),
                 "--sysfs-dir", os.path.join(scratch, "parameters"),
                 "--sysctl-path", os.path.join(scratch, "sysrq"),
-                "--firewall-target", "ACCEPT", "--without-esp"]
+                "--firewall-target", "ACCEPT", *([] if with_sa else ["--without-esp"])]
         force = ["--force"] if role == "target" else []
         apply_s, _ = timed(base + ["apply", *force])
         noop_s, out = timed(base + ["apply", *force])
@@ -54,9 +55,9 @@ def controller_run(n, role):
         return apply_s, noop_s, down_s
 
 
-def baseline_run(n, role):
+def baseline_run(n, role, with_sa):
     with netns() as ns:
-        seconds, _ = timed(["ip", "-n", ns, "-batch", "-"], baseline_batch(n, role))
+        seconds, _ = timed(["ip", "-n", ns, "-batch", "-"], baseline_batch(n, role, with_sa=with_sa))
         if role == "target":
             more, _ = timed(["ip", "netns", "exec", ns, "iptables-nft-restore", "--noflush"],
                             baseline_restore(n))
@@ -70,14 +71,18 @@ def main():
     parser.add_argument("--sizes", default="1,10,100,1000")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--role", choices=("sender", "target"), default="sender")
+    parser.add_argument("--with-esp", action="store_true", help="SAs too (a kernel with ESP)")
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
-    print(f"role {args.role}, median of {args.repeat}, seconds (ratio = apply / baseline)")
+    print(f"role {args.role}, {'SAs and ' if args.with_esp else ''}policies"
+          f"{' and rules' if args.role == 'target' else ''}, median of {args.repeat}, seconds "
+          "(ratio = apply / baseline)")
     print(f"{'N':>6} {'baseline':>9} {'apply':>8} {'ratio':>6} {'no-op':>7} {'down':>7}")
     medians = {}
     for n in sizes:
-        runs = [controller_run(n, args.role) for _ in range(args.repeat)]
-        base = statistics.median(baseline_run(n, args.role) for _ in range(args.repeat))
+        runs = [controller_run(n, args.role, args.with_esp) for _ in range(args.repeat)]
+        base = statistics.median(baseline_run(n, args.role, args.with_esp)
+                                 for _ in range(args.repeat))
         apply_s, noop_s, down_s = (statistics.median(r[i] for r in runs) for i in range(3))
         medians[n] = apply_s
         print(f"{n:>6} {base:>9.3f} {apply_s:>8.3f} {apply_s / base:>6.2f} {noop_s:>7.3f} "

@@ -41,11 +41,16 @@ def write_fleet(directory, n, role):
     return os.path.join(directory, "appliance.yaml")
 
 
-def baseline_batch(n, role, port=9):
-    """The same policies as `ip -batch` input (what an expert would type by hand)."""
+def baseline_batch(n, role, port=9, with_sa=False):
+    """The same policies (and SAs) as `ip -batch` input (what an expert would type by hand)."""
     out = []
+    key = "0x" + "11" * 36
     for i in range(n):
         peer = peer_address(i)
+        if with_sa:
+            for src, dst, spi in ((peer, LOCAL, 0x10000 + 2 * i), (LOCAL, peer, 0x10001 + 2 * i)):
+                out.append(f"xfrm state add src {src} dst {dst} proto esp spi {spi:#x} reqid "
+                           f"{0x53520000 + i} mode tunnel aead '{ALGORITHM}' {key} 128")
         if role == "sender":
             trigger = ("out", LOCAL, peer, f"proto udp dport {port}")
             answer = ("in", peer, LOCAL, "proto icmp type 3 code 3")

@@ -24,7 +24,8 @@ EXPECTATION is one of (TEXT and REGEX in double quotes; "output" is stdout and s
                                           shows TEXT within S seconds (default 10)
     !log TEXT [after S]                   ... still does not show TEXT after S seconds (default 3)
     powered-off [within S]                the hypervisor reports HOST off within S s (default 120)
-    unreachable [within S]                ssh to HOST fails within S s (default 60)
+    unreachable [within S]                a new ssh login (with a terminal) to HOST fails or
+                                          hangs (20 s) within S s (default 60)
     reachable [within S]                  a new ssh login to HOST works within S s (default 300)
     serial TEXT [within S]                HOST's serial console since its last @mark shows TEXT
                                           within S s (default 10): the kernel's own words, also
@@ -178,7 +179,8 @@ class Hosts:
         self.marks = {}
         self.serial_marks = {}
 
-    def ssh(self, host, command, timeout=COMMAND_TIMEOUT, shared=True, connect_timeout=15):
+    def ssh(self, host, command, timeout=COMMAND_TIMEOUT, shared=True, connect_timeout=15,
+            login=False):
         argv = ["ssh", "-F", self.ssh_config, "-o", "BatchMode=yes",
                 "-o", f"ConnectTimeout={connect_timeout}",
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
@@ -187,6 +189,8 @@ class Hosts:
                      "-o", f"ControlPath={self.control_dir}/%h"]
         else:
             argv += ["-o", "ControlPath=none"]
+        if login:   # a terminal, as an operator's login has: sshd records it (utmp, wtmp)
+            argv += ["-tt"]
         argv += [host, "sudo -n sh -c " + shlex.quote(command)]
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
@@ -303,7 +307,8 @@ def evaluate(check, hosts):
         deadline = time.monotonic() + expect.seconds
         hosts.forget_connection(check.host)
         while True:
-            probe = hosts.ssh(check.host, "true", timeout=20, shared=False, connect_timeout=5)
+            probe = hosts.ssh(check.host, "true", timeout=20, shared=False, connect_timeout=5,
+                              login=True)
             if probe.status == 0:
                 return True, "ssh answers"
             if time.monotonic() >= deadline:
@@ -317,7 +322,8 @@ def evaluate(check, hosts):
                 if state in ("shutoff", "poweroff", "shutdown", "not_running"):
                     return True, f"state {state}"
             else:
-                probe = hosts.ssh(check.host, "true", timeout=20, shared=False, connect_timeout=5)
+                probe = hosts.ssh(check.host, "true", timeout=20, shared=False, connect_timeout=5,
+                                  login=True)
                 state = f"ssh exit {probe.status}"
                 if probe.status not in (0,):
                     return True, state

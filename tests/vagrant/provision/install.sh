@@ -29,6 +29,10 @@ dpkg-query -W -f 'install: ${Package} ${Version} installed\n' sysrq-appliance
 if [ -f "$DIR/check-unit-in-guest.sh" ]; then   # test tooling, for the scenarios
     install -m 0755 "$DIR/check-unit-in-guest.sh" /usr/local/sbin/sysrq-appliance-check-unit
 fi
+if [ -d "$DIR/bench" ]; then
+    install -d /usr/local/share/sysrq-appliance-bench
+    install -m 0644 "$DIR"/bench/*.py /usr/local/share/sysrq-appliance-bench/
+fi
 install -d -m 0700 -o root -g root "$ETC"
 tar -C "$ETC" --same-owner --same-permissions -xf "$DIR/sysrq-appliance-etc.tar"
 rm -rf "$DIR"

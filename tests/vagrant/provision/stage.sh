@@ -46,6 +46,8 @@ for half in target sender; do
     tar -C "$STAGE/pair/$half" --owner=0 --group=0 --numeric-owner -cf "$STAGE/$half/sysrq-appliance-etc.tar" .
     # The package tier's check of the unit under systemd, run by the scenarios after a reboot.
     cp "$SRC/tests/package/check-unit-in-guest.sh" "$STAGE/$half/"
+    # The benchmarks that need a kernel with ESP run in the guests too (make bench-guest).
+    mkdir -p "$STAGE/$half/bench" && cp "$SRC"/bench/*.py "$STAGE/$half/bench/"
     chmod 0600 "$STAGE/$half/sysrq-appliance-etc.tar"
 done
 echo "stage: $(cd "$STAGE/target" && echo *.deb) and each machine's half staged in $STAGE"
