@@ -133,25 +133,38 @@ def _describe_policy(p):
     return f"policy {p.dir} {sel.src} -> {sel.dst} {what}".rstrip()
 
 
-def _numbered(ctx, state):
-    """An outbound SA with its sequence counter continued (see sa_sequence)."""
-    if state.src != ctx.cfg.local:
-        return state
-    return dataclasses.replace(state, oseq=sa_sequence.allocate(ctx.paths.state_dir, state.spi))
+class _Numbering:
+    """Outbound SAs added by one run get their counters continued (see sa_sequence),
+    reserved for all of them at the first add: one write however many SAs."""
+
+    def __init__(self, ctx, states):
+        self.ctx, self.spis, self.starts = ctx, [s.spi for s in states if self.outbound(s)], None
+
+    def outbound(self, state):
+        return state.src == self.ctx.cfg.local
+
+    def __call__(self, state):
+        if not self.outbound(state):
+            return state
+        if self.starts is None:
+            self.starts = sa_sequence.Floors(self.ctx.paths.state_dir).allocate(self.spis)
+        return dataclasses.replace(state, oseq=self.starts[state.spi])
 
 
 def _sa_steps(sock, desired, observed, ctx):
     have = {(s.dst, s.spi): s for s in observed}
+    changed = [(want, have.get((want.dst, want.spi))) for want in desired
+               if have.get((want.dst, want.spi)) != want]
+    numbered = _Numbering(ctx, [want for want, _ in changed])
     steps = []
-    for want in desired:
-        old = have.get((want.dst, want.spi))
+    for want, old in changed:
         if old is None:
             steps.append(Step(f"add {_describe_state(want)}",
-                              lambda w=want: sock.add_state(_numbered(ctx, w)),
+                              lambda w=want: sock.add_state(numbered(w)),
                               lambda w=want: sock.delete_state(w)))
-        elif old != want:
+        else:
             steps.append(Step(f"update {_describe_state(want)}",
-                              lambda w=want: sock.update_state(_numbered(ctx, w)),
+                              lambda w=want: sock.update_state(numbered(w)),
                               lambda o=old: sock.update_state(o)))
     return steps
 
@@ -209,9 +222,8 @@ def plan_changes(ctx, sock, backend):
 
 def apply(ctx, sock, backend, report=print):
     observed = observe(ctx, sock, backend)
-    for state, _ in observed.states:
-        if state.src == ctx.cfg.local:
-            sa_sequence.keep_ahead(ctx.paths.state_dir, state.spi, state.oseq)
+    sa_sequence.Floors(ctx.paths.state_dir).keep_ahead(
+        {s.spi: s.oseq for s, _ in observed.states if s.src == ctx.cfg.local})
     steps = changes(ctx, desired_state(ctx), observed, sock, backend)
     if not steps:
         report("nothing to change: the kernel matches the config")
@@ -229,8 +241,12 @@ def down(ctx, sock, backend, report=print):
              for f in FAMILIES if observed.chains.get(f) is not None]
     steps += [Step(f"delete {_describe_policy(p)}", lambda p=p: sock.delete_policy(p))
               for p in observed.policies]
-    steps += [Step(f"delete {_describe_state(s)}", lambda s=s: _delete_state(ctx, sock, s))
+    steps += [Step(f"delete {_describe_state(s)}", lambda s=s: sock.delete_state(s))
               for s, _ in observed.states]
+    if observed.states:
+        steps.append(Step("remember where the deleted SAs' sequence numbers ended",
+                          lambda: sa_sequence.Floors(ctx.paths.state_dir).settle(
+                              {s.spi: s.oseq for s, _ in observed.states})))
     saved = system.saved_sysrq(ctx.paths)
     if saved is not None:
         steps.append(Step(f"restore kernel.sysrq {saved}", lambda: _restore_sysrq(ctx.paths)))
@@ -250,11 +266,6 @@ def down(ctx, sock, backend, report=print):
     if errors:
         raise ApplianceError("down left something behind: " + "; ".join(errors))
     return len(steps)
-
-
-def _delete_state(ctx, sock, state):
-    sock.delete_state(state)
-    sa_sequence.settle(ctx.paths.state_dir, state.spi, state.oseq)
 
 
 def _our_password_is_loaded(ctx, observed):

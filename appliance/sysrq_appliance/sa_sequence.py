@@ -4,53 +4,59 @@ Our SA keys are static (from `pair`), so an SA added again after a reboot or a
 down/apply would restart its counter at 1. With AES-GCM that reuses nonces under the same
 key, and the peer's replay window, which remembers the higher numbers, drops everything
 (the confirmations stop arriving). So each outbound SA starts where the last one of that
-SPI may have ended: a floor kept per SPI under the state directory, reserved ahead before
-the SA is added, so that even a crash never hands out a number twice.
+SPI may have ended: a floor per SPI in one file under the state directory, reserved ahead
+before the SAs are added, so that even a crash never hands out a number twice.
 """
 
+import json
 import os
 
 from sysrq_appliance.errors import ApplianceError
 from sysrq_appliance.secretfile import write_secret
 
 RESERVE = 1 << 20          # numbers reserved per SA added; the SAs carry only triggers
+SETTLE_MARGIN = 1 << 10    # packets an SA may still send between our dump and its deletion
 LIMIT = 0xFFFFFFFF         # 32-bit sequence numbers (no ESN)
 
 
-def _path(state_dir, spi):
-    return os.path.join(state_dir, f"esp-seq.{spi:08x}")
+class Floors:
+    """The floors of every SPI: read once, written once per change (one fsync, not one per
+    SA: a fleet of 1000 targets re-adds 1000 outbound SAs after a reboot)."""
 
+    def __init__(self, state_dir):
+        self.path = os.path.join(state_dir, "esp-seq.json")
+        try:
+            with open(self.path, encoding="ascii") as f:
+                self.floors = {int(spi): int(value) for spi, value in json.load(f).items()}
+        except (FileNotFoundError, ValueError, AttributeError):
+            self.floors = {}
 
-def floor(state_dir, spi):
-    try:
-        with open(_path(state_dir, spi), encoding="ascii") as f:
-            return int(f.read().strip())
-    except (FileNotFoundError, ValueError):
-        return 0
+    def floor(self, spi):
+        return self.floors.get(spi, 0)
 
+    def _store(self, changes):
+        if changes:
+            self.floors.update(changes)
+            write_secret(self.path, json.dumps(
+                {str(spi): value for spi, value in sorted(self.floors.items())}).encode())
 
-def _store(state_dir, spi, value):
-    write_secret(_path(state_dir, spi), f"{value}\n".encode("ascii"))
+    def allocate(self, spis):
+        """spi -> the oseq to add that SA with; the ranges above are recorded as used first."""
+        starts = {spi: self.floor(spi) for spi in spis}
+        for spi, start in starts.items():
+            if start + RESERVE > LIMIT:
+                raise ApplianceError(f"SA spi {spi:#010x} has used up its sequence numbers; "
+                                     "make new keys and SPIs with 'sysrq-appliance pair'")
+        self._store({spi: start + RESERVE for spi, start in starts.items()})
+        return starts
 
+    def keep_ahead(self, live):
+        """Live SAs (spi -> oseq) that used half their reserve get the floor moved ahead."""
+        self._store({spi: min(oseq + RESERVE, LIMIT) for spi, oseq in live.items()
+                     if self.floor(spi) - oseq < RESERVE // 2})
 
-def allocate(state_dir, spi):
-    """The oseq to add SA `spi` with; the range above it is recorded as used first."""
-    start = floor(state_dir, spi)
-    if start + RESERVE > LIMIT:
-        raise ApplianceError(f"SA spi {spi:#010x} has used up its sequence numbers; make new "
-                             "keys and SPIs with 'sysrq-appliance pair'")
-    _store(state_dir, spi, start + RESERVE)
-    return start
-
-
-def keep_ahead(state_dir, spi, live_oseq):
-    """A live SA that used half its reserve gets the floor moved ahead of it."""
-    if floor(state_dir, spi) - live_oseq < RESERVE // 2:
-        _store(state_dir, spi, min(live_oseq + RESERVE, LIMIT))
-
-
-def settle(state_dir, spi, last_oseq):
-    """After our SA is deleted: the next one may start right after its last number.
-    (0 means the kernel did not say: keep the reserved floor.)"""
-    if 0 < last_oseq < floor(state_dir, spi):
-        _store(state_dir, spi, last_oseq + 1)
+    def settle(self, last):
+        """After our SAs are deleted (spi -> last oseq seen): the next may start soon after.
+        (0 means the kernel did not say: keep the reserved floor.)"""
+        self._store({spi: oseq + SETTLE_MARGIN for spi, oseq in last.items()
+                     if 0 < oseq and oseq + SETTLE_MARGIN < self.floor(spi)})

@@ -10,32 +10,37 @@ from sysrq_appliance.errors import ApplianceError
 SPI = 0x5A000102
 
 
+def floors(tmp_path):
+    return sa_sequence.Floors(str(tmp_path))
+
+
 def test_each_add_gets_a_fresh_range(tmp_path):
-    first = sa_sequence.allocate(str(tmp_path), SPI)
-    second = sa_sequence.allocate(str(tmp_path), SPI)     # e.g. after a crash, no settle
-    assert first == 0 and second == sa_sequence.RESERVE
-    assert sa_sequence.allocate(str(tmp_path), SPI + 1) == 0   # per SPI
+    assert floors(tmp_path).allocate([SPI, SPI + 1]) == {SPI: 0, SPI + 1: 0}
+    # e.g. after a crash, no settle: the next add starts above everything reserved
+    assert floors(tmp_path).allocate([SPI]) == {SPI: sa_sequence.RESERVE}
+    assert floors(tmp_path).floor(SPI + 1) == sa_sequence.RESERVE
 
 
 def test_settle_reclaims_only_what_was_unused(tmp_path):
-    start = sa_sequence.allocate(str(tmp_path), SPI)
-    sa_sequence.settle(str(tmp_path), SPI, start + 40)    # the SA sent 40 packets
-    assert sa_sequence.allocate(str(tmp_path), SPI) == start + 41
-    sa_sequence.settle(str(tmp_path), SPI, 0)             # unknown: never lowers the floor
-    assert sa_sequence.floor(str(tmp_path), SPI) == start + 41 + sa_sequence.RESERVE
+    start = floors(tmp_path).allocate([SPI])[SPI]
+    floors(tmp_path).settle({SPI: start + 40})             # the SA sent 40 packets
+    resumed = start + 40 + sa_sequence.SETTLE_MARGIN
+    assert floors(tmp_path).allocate([SPI]) == {SPI: resumed}
+    floors(tmp_path).settle({SPI: 0})                      # unknown: never lowers the floor
+    assert floors(tmp_path).floor(SPI) == resumed + sa_sequence.RESERVE
 
 
 def test_keep_ahead_of_a_busy_sa(tmp_path):
-    start = sa_sequence.allocate(str(tmp_path), SPI)
+    start = floors(tmp_path).allocate([SPI])[SPI]
     live = start + sa_sequence.RESERVE // 2 + 1
-    sa_sequence.keep_ahead(str(tmp_path), SPI, live)
-    assert sa_sequence.floor(str(tmp_path), SPI) == live + sa_sequence.RESERVE
+    floors(tmp_path).keep_ahead({SPI: live})
+    assert floors(tmp_path).floor(SPI) == live + sa_sequence.RESERVE
 
 
 def test_exhausted_sequence_space_asks_for_new_keys(tmp_path):
-    (tmp_path / f"esp-seq.{SPI:08x}").write_text(f"{sa_sequence.LIMIT - 10}\n")
+    (tmp_path / "esp-seq.json").write_text(f'{{"{SPI}": {sa_sequence.LIMIT - 10}}}')
     with pytest.raises(ApplianceError, match="used up its sequence numbers; make new keys"):
-        sa_sequence.allocate(str(tmp_path), SPI)
+        floors(tmp_path).allocate([SPI])
 
 
 def test_oseq_travels_as_xfrma_replay_val_and_round_trips():
