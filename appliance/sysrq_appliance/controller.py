@@ -138,7 +138,8 @@ class _Numbering:
     reserved for all of them at the first add: one write however many SAs."""
 
     def __init__(self, ctx, states):
-        self.ctx, self.spis, self.starts = ctx, [s.spi for s in states if self.outbound(s)], None
+        self.ctx, self.starts = ctx, None
+        self.spis = [s.spi for s in states if self.outbound(s)]
 
     def outbound(self, state):
         return state.src == self.ctx.cfg.local

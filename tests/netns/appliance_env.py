@@ -34,11 +34,13 @@ class Installation:
         cfg.write_text(text + f"firewall:\n  backend: {backend}\n")
         self.config = cfg
 
-    def cli(self, *argv, check=False, program=("-m", "sysrq_appliance")):
+    def cli(self, *argv, check=False, program=("-m", "sysrq_appliance"), esp=False):
+        """Run the CLI in the namespace; without SAs unless `esp` (this kernel has no ESP)."""
         result = subprocess.run(
-            ["ip", "netns", "exec", self.ns.name, "/usr/bin/python3", *program, "--config", str(self.config), "--state-dir", str(self.state),
+            ["ip", "netns", "exec", self.ns.name, "/usr/bin/python3", *program,
+             "--config", str(self.config), "--state-dir", str(self.state),
              "--sysfs-dir", str(self.sysfs), "--sysctl-path", str(self.sysctl),
-             "--firewall-target", "ACCEPT", "--without-esp", *argv],
+             "--firewall-target", "ACCEPT", *([] if esp else ["--without-esp"]), *argv],
             capture_output=True, text=True, env=env())
         if check:
             assert result.returncode == 0, result.stdout + result.stderr

@@ -163,3 +163,21 @@ def test_sender_policy_never_lets_the_request_out_in_plaintext(linked_netns, tmp
     sender.cli("down", check=True)
     assert sender_ns.run("ip", "xfrm", "policy").stdout == ""
     target.cli("down", check=True)
+
+
+def test_kernel_without_esp_is_reported_clearly_and_changes_nothing(netns, tmp_path, bundle):
+    """This host's kernel has no ESP: a real apply (SAs included) stops at the first SA,
+    undoes what it did, and says why; status and doctor say the same."""
+    target = Installation(netns, tmp_path, "target", bundle=bundle)
+    before = target.snapshot()
+    applied = target.cli("apply", "--force", esp=True)
+    assert applied.returncode == 1
+    assert "this kernel has no ESP support" in applied.stderr
+    assert "the kernel is as before" in applied.stderr
+    after = target.snapshot()
+    assert _without_password(after) == _without_password(before)
+    report = json.loads(target.cli("status", "--json", esp=True, check=True).stdout)
+    assert report["peers"][0]["sas"]["in"]["present"] is False
+    assert any(d.startswith("add SA 10.10.25.1 -> 10.10.25.7") for d in report["drift"])
+    doctor = target.cli("doctor", esp=True)
+    assert "FAIL esp: the kernel has no ESP support" in doctor.stdout
