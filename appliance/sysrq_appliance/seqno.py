@@ -1,7 +1,9 @@
 """The sender's per-target sequence numbers, kept so every request is newer than the last.
 
-seqno = max(now, last + 1): two sends in one second both work, and a clock stepped
-backwards does not lock the sender out until it catches up.
+seqno = max(now + CLOCK_ALLOWANCE, last + 1): two sends in one second both work, a clock
+stepped backwards does not lock the sender out until it catches up, and a sender whose clock
+runs a little behind the target's still gets through right after the target loaded xt_SYSRQ
+(the module starts from its own clock's epoch seconds and wants strictly more).
 """
 
 import fcntl
@@ -11,6 +13,7 @@ import re
 from sysrq_appliance.secretfile import write_secret
 
 DEFAULT_STATE_DIR = "/var/lib/sysrq-appliance"
+CLOCK_ALLOWANCE = 10   # seconds a sender's clock may lag the target's
 
 
 def _path(state_dir, target):
@@ -19,7 +22,7 @@ def _path(state_dir, target):
 
 
 def next_seqno(now, last):
-    return max(int(now), last + 1)
+    return max(int(now) + CLOCK_ALLOWANCE, last + 1)
 
 
 def read_last(state_dir, target):

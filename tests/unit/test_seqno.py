@@ -4,23 +4,25 @@ from sysrq_appliance import seqno
 
 
 def test_next_is_clock_or_last_plus_one():
-    assert seqno.next_seqno(1000.7, 0) == 1000
-    assert seqno.next_seqno(1000, 1000) == 1001        # two sends in one second
-    assert seqno.next_seqno(900, 1000) == 1001         # clock stepped backwards
+    ahead = seqno.CLOCK_ALLOWANCE
+    assert seqno.next_seqno(1000.7, 0) == 1000 + ahead  # a target that just loaded xt_SYSRQ
+    assert seqno.next_seqno(1000, 1000 + ahead) == 1001 + ahead   # two sends in one second
+    assert seqno.next_seqno(900, 2000) == 2001         # clock stepped backwards
 
 
 def test_reserve_persists_per_target(tmp_path):
-    assert seqno.reserve(str(tmp_path), "web1", 5000) == 5000
-    assert seqno.reserve(str(tmp_path), "web1", 5000) == 5001
-    assert seqno.reserve(str(tmp_path), "web2", 5000) == 5000
-    assert seqno.read_last(str(tmp_path), "web1") == 5001
+    ahead = seqno.CLOCK_ALLOWANCE
+    assert seqno.reserve(str(tmp_path), "web1", 5000) == 5000 + ahead
+    assert seqno.reserve(str(tmp_path), "web1", 5000) == 5001 + ahead
+    assert seqno.reserve(str(tmp_path), "web2", 5000) == 5000 + ahead
+    assert seqno.read_last(str(tmp_path), "web1") == 5001 + ahead
     mode = stat.S_IMODE((tmp_path / "seqno.web1").stat().st_mode)
     assert mode == 0o600
 
 
 def test_damaged_state_falls_back_to_clock(tmp_path):
     (tmp_path / "seqno.web1").write_text("garbage")
-    assert seqno.reserve(str(tmp_path), "web1", 7000) == 7000
+    assert seqno.reserve(str(tmp_path), "web1", 7000) == 7000 + seqno.CLOCK_ALLOWANCE
 
 
 def test_explicit_seqno_is_recorded_so_later_sends_stay_above(tmp_path):
