@@ -1,6 +1,6 @@
 # sysrq-appliance — every entry point a person or CI uses.
-#   sudo make demo    the main job: the two-VM demonstration
-#   sudo make check   every test tier: unit, netns, package, two-VM
+#   make demo    the main job: the two-VM demonstration (as root)
+#   make check   every test tier: unit, netns, package, two-VM (as root; what .ci/run calls)
 # Tests run on Debian's interpreter, which sees Debian's python3-pyroute2/-iptables/-yaml.
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
