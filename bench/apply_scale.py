@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from fleet import baseline_batch, baseline_restore, write_fleet
+from fleet import baseline_batch, baseline_restore, scratch_install
 from netns import netns
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -35,18 +35,7 @@ def timed(argv, stdin=None):
 
 def controller_run(n, role, with_sa):
     with tempfile.TemporaryDirectory() as scratch, netns() as ns:
-        config = write_fleet(os.path.join(scratch, "etc"), n, role)
-        os.makedirs(os.path.join(scratch, "parameters"))
-        for name, text in (("password", ""), ("hash", "sha1\n")):
-            with open(os.path.join(scratch, "parameters", name), "w") as f:
-                f.write(text)
-        with open(os.path.join(scratch, "sysrq"), "w") as f:
-            f.write("1\n")
-        base = ["ip", "netns", "exec", ns, "/usr/bin/python3", "-m", "sysrq_appliance",
-                "--config", config, "--state-dir", os.path.join(scratch, "state"),
-                "--sysfs-dir", os.path.join(scratch, "parameters"),
-                "--sysctl-path", os.path.join(scratch, "sysrq"),
-                "--firewall-target", "ACCEPT", *([] if with_sa else ["--without-esp"])]
+        base = scratch_install(scratch, ns, n, role, with_sa)
         force = ["--force"] if role == "target" else []
         apply_s, _ = timed(base + ["apply", *force])
         noop_s, out = timed(base + ["apply", *force])

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from fleet import write_fleet
+from fleet import scratch_install
 from netns import netns
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -29,19 +29,8 @@ ENV = {"PYTHONPATH": os.path.join(ROOT, "appliance"), "PATH": os.environ["PATH"]
 class Target:
     def __init__(self, ns, scratch, peers):
         self.ns, self.scratch = ns, scratch
-        config = write_fleet(os.path.join(scratch, "etc"), peers, "target")
-        params = os.path.join(scratch, "parameters")
-        os.makedirs(params)
-        for name, text in (("password", ""), ("hash", "sha1\n")):
-            with open(os.path.join(params, name), "w") as f:
-                f.write(text)
         self.sysctl = os.path.join(scratch, "sysrq")
-        with open(self.sysctl, "w") as f:
-            f.write("1\n")
-        self.base = ["ip", "netns", "exec", ns, "/usr/bin/python3", "-m", "sysrq_appliance",
-                     "--config", config, "--state-dir", os.path.join(scratch, "state"),
-                     "--sysfs-dir", params, "--sysctl-path", self.sysctl,
-                     "--firewall-target", "ACCEPT", "--without-esp"]
+        self.base = scratch_install(scratch, ns, peers, "target")
 
     def argv(self, verb, *extra):
         return self.base + [verb, *(["--force"] if verb == "apply" else []), *extra]

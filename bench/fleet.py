@@ -41,6 +41,23 @@ def write_fleet(directory, n, role):
     return os.path.join(directory, "appliance.yaml")
 
 
+def scratch_install(scratch, ns, n, role, with_sa=False):
+    """A fleet config plus stand-ins for xt_SYSRQ's parameters and kernel.sysrq under
+    `scratch`; returns the CLI's argv (up to the verb) run inside namespace `ns`."""
+    config = write_fleet(os.path.join(scratch, "etc"), n, role)
+    params = os.path.join(scratch, "parameters")
+    os.makedirs(params)
+    for name, text in (("password", ""), ("hash", "sha1\n")):
+        with open(os.path.join(params, name), "w") as f:
+            f.write(text)
+    with open(os.path.join(scratch, "sysrq"), "w") as f:
+        f.write("1\n")
+    return ["ip", "netns", "exec", ns, "/usr/bin/python3", "-m", "sysrq_appliance",
+            "--config", config, "--state-dir", os.path.join(scratch, "state"),
+            "--sysfs-dir", params, "--sysctl-path", os.path.join(scratch, "sysrq"),
+            "--firewall-target", "ACCEPT", *([] if with_sa else ["--without-esp"])]
+
+
 def baseline_batch(n, role, port=9, with_sa=False):
     """The same policies (and SAs) as `ip -batch` input (what an expert would type by hand)."""
     out = []
