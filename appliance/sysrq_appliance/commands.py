@@ -34,7 +34,7 @@ def run(args):
             result = status.report(ctx, sock, backend)
             print(status.render_json(result) if args.json else status.render_text(result))
         elif args.command == "apply":
-            _refuse_unless_healthy(args, cfg)
+            _refuse_unless_healthy(args, cfg, ctx.paths)
             controller.apply(ctx, sock, backend)
         elif args.command == "down":
             controller.down(ctx, sock, backend)
@@ -49,13 +49,13 @@ def _doctor(args):
     return 1 if doctor.failures(checks) else 0
 
 
-def _refuse_unless_healthy(args, cfg):
+def _refuse_unless_healthy(args, cfg, paths):
     if cfg.role != "target":
         return
-    # No ESP probe here: it needs a throwaway netns (CAP_SYS_ADMIN in the unit), and a
-    # kernel without ESP makes the SA step fail clearly and roll back anyway.
-    failed = doctor.failures(doctor.run_checks(args.config, context(args, cfg).paths,
-                                               with_sa=False))
+    # The config is loaded and valid already. No ESP probe here: it needs a throwaway netns
+    # (CAP_SYS_ADMIN in the unit), and a kernel without ESP makes the SA step fail clearly
+    # and roll back anyway.
+    failed = doctor.failures(doctor.host_checks(cfg, paths, with_sa=False))
     if failed and not args.force:
         raise ApplianceError(f"doctor FAILs, nothing changed: {failed[0]} "
                              "(run 'sysrq-appliance doctor'; 'apply --force' overrides)")

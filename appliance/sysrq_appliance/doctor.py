@@ -29,6 +29,12 @@ def run_checks(config_path, paths, with_sa=True, secret_owner=0):
                             f"{len(cfg.peers)} peer(s)); secret files are root-only 0600"))
     except InputError as exc:
         return [Check(FAIL, "config", str(exc))]
+    return checks + host_checks(cfg, paths, with_sa)
+
+
+def host_checks(cfg, paths, with_sa=True):
+    """The checks of this host for an already loaded, valid config."""
+    checks = []
     if cfg.role == "target":
         checks += [_magic_sysrq(cfg, paths), _xtables_addons(), _module_hash(cfg, paths)]
     checks.append(_esp(cfg) if with_sa else

@@ -9,6 +9,7 @@ import subprocess
 from dataclasses import dataclass
 
 from sysrq_appliance.errors import ApplianceError
+from sysrq_appliance import password
 from sysrq_appliance.password import SYSFS_PARAMETERS
 from sysrq_appliance.secretfile import write_secret
 from sysrq_appliance.seqno import DEFAULT_STATE_DIR
@@ -29,7 +30,7 @@ class Paths:
 
 
 def module_loaded(paths):
-    return os.path.isdir(paths.sysfs_dir)
+    return password.module_loaded(paths.sysfs_dir)
 
 
 def module_hash(paths):
