@@ -1,15 +1,19 @@
 """sysrq-appliance: the command line. Thin: parse, call one module, print, exit 0/1/2."""
 
 import argparse
+import errno
+import os
+import re
 import sys
 import time
+import traceback
 
-from sysrq_appliance import __version__, config, sequences, sysrq
-from sysrq_appliance.errors import ApplianceError, InputError
+from sysrq_appliance import __version__, config, lock, sequences, sysrq
+from sysrq_appliance.errors import ApplianceError, InputError, excerpt
 from sysrq_appliance.password import SYSFS_PARAMETERS
-from sysrq_appliance.seqno import DEFAULT_STATE_DIR
+from sysrq_appliance.seqno import DEFAULT_STATE_DIR, MAX_CHOSEN
 
-EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
+EXIT_OK, EXIT_RUNTIME, EXIT_INPUT, EXIT_NOT_CONFIRMED = 0, 1, 2, 3
 
 DESCRIPTION = """\
 Fire a magic SysRq key on a hung server through an IPsec ESP tunnel (xt_SYSRQ).
@@ -20,7 +24,8 @@ examples:
   sysrq-appliance pair --target web1=10.10.25.7 --sender admin1=10.10.25.1 --out ./bundle
   sysrq-appliance apply                 # on both hosts, after copying each half
   sysrq-appliance send web1 s           # on the sender: emergency sync on web1
-exit codes: 0 ok, 1 runtime failure, 2 bad input"""
+exit codes: 0 ok, 1 runtime failure, 2 bad input (nothing was changed),
+  3 sent but not confirmed (send, for keys that can confirm)"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +34,33 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         sys.exit(EXIT_INPUT)
+
+
+def _path(text):
+    """A path option: no NUL, newline or other control character (argparse type)."""
+    if not text or not text.isprintable():
+        raise argparse.ArgumentTypeError("not a usable path (empty, or holds a control "
+                                         "character)")
+    return text
+
+
+def _whole(low, high):
+    """A whole-number option in decimal digits only (argparse type): not 1_000, not ١٢."""
+    def parse(text):
+        if not re.fullmatch(r"[0-9]{1,20}", text) or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"{excerpt(text)} is not a whole number from "
+                                             f"{low} to {high}")
+        return int(text)
+    return parse
+
+
+def _seconds(high):
+    def parse(text):
+        if not re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", text) or float(text) > high:
+            raise argparse.ArgumentTypeError(f"{excerpt(text)} is not a number of seconds "
+                                             f"from 0 to {high}")
+        return float(text)
+    return parse
 
 
 def _sub(subparsers, name, help_text, example, description=None):
@@ -41,16 +73,19 @@ def build_parser():
     parser = _Parser(prog="sysrq-appliance", description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--config", default=config.DEFAULT_PATH, metavar="PATH",
+    parser.add_argument("--config", default=config.DEFAULT_PATH, metavar="PATH", type=_path,
                         help="config file (default: %(default)s)")
-    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR", type=_path,
                         help="where sequence numbers and saved settings live "
                              "(default: %(default)s)")
-    parser.add_argument("--sysfs-dir", default=SYSFS_PARAMETERS, metavar="DIR",
+    parser.add_argument("--sysfs-dir", default=SYSFS_PARAMETERS, metavar="DIR", type=_path,
                         help="xt_SYSRQ's parameter directory (default: %(default)s)")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an internal error, print the Python traceback too")
     testing = parser.add_argument_group(
         "for testing on hosts without the real thing (never needed in production)")
     testing.add_argument("--sysctl-path", default="/proc/sys/kernel/sysrq", metavar="PATH",
+                         type=_path,
                          help="the kernel.sysrq file (default: %(default)s)")
     testing.add_argument("--firewall-target", default="SYSRQ", metavar="TARGET",
                          help="iptables target of the peer rules (default: %(default)s)")
@@ -91,11 +126,14 @@ def build_parser():
              "on that host\n(config, ESP keys, SysRq password; files 0600, directories 0700).")
     p.add_argument("--target", required=True, metavar="NAME=ADDR", help="the server to rescue")
     p.add_argument("--sender", required=True, metavar="NAME=ADDR", help="the admin host")
-    p.add_argument("--out", required=True, metavar="DIR", help="where to write the bundle")
+    p.add_argument("--out", required=True, metavar="DIR", type=_path,
+                   help="where to write the bundle: a new directory, or an existing one that "
+                        "is yours and 0700 (it will hold secrets)")
     p.add_argument("--algorithm", default=config.DEFAULT_ALGORITHM,
                    choices=tuple(config.ALGORITHMS), help="ESP algorithm (default: %(default)s)")
-    p.add_argument("--port", type=int, default=9, help="UDP port of the trigger (default: 9)")
-    p.add_argument("--etc-dir", default="/etc/sysrq-appliance", metavar="DIR",
+    p.add_argument("--port", type=_whole(1, 65535), default=9,
+                   help="UDP port of the trigger (default: 9)")
+    p.add_argument("--etc-dir", default="/etc/sysrq-appliance", metavar="DIR", type=_path,
                    help="where the halves will live on the hosts (default: %(default)s)")
     p.add_argument("--allow", default="sync,remount,reboot", metavar="NAMES",
                    help="SysRq functions the target allows, comma-separated "
@@ -112,14 +150,16 @@ def build_parser():
              "Store a new SysRq password. It is read from --file or stdin, never from the "
              "command line\n(argv is visible to every user). On a target it is also handed to "
              "xt_SYSRQ if loaded;\non a sender it is stored for --peer.")
-    q.add_argument("--file", metavar="PATH", help="read the password from PATH (default: stdin)")
+    q.add_argument("--file", metavar="PATH", type=_path,
+                   help="read the password from PATH, a regular file (default: stdin)")
     q.add_argument("--peer", metavar="NAME", help="sender: the target this password is for")
     q.set_defaults(func=_password_set)
     q = _sub(psub, "rotate", "generate, store and activate a new password (target)",
              "sysrq-appliance password rotate",
              "Generate a new random password, store it and hand it to xt_SYSRQ if loaded.\n"
              "Prints which file to copy to the senders; never the password itself.")
-    q.add_argument("--length", type=int, default=32, help="characters (default: 32, max 63)")
+    q.add_argument("--length", type=_whole(1, 63), default=32,
+                   help="characters (default: 32, max 63)")
     q.set_defaults(func=_password_rotate)
 
     p = _sub(sub, "send", "send SysRq keys to a target through the tunnel (sender)",
@@ -137,21 +177,28 @@ def build_parser():
              "config):\n" + "\n".join(f"  {name:14} {text}" for name, text in
                                         sequences.HELP.items()) +
              "\n  a sequence is refused before anything is sent if a step needs a function "
-             "the\n  target does not allow (the peer's 'allow:' list in this config)")
+             "the\n  target does not allow (the peer's 'allow:' list in this config)\n\n"
+             "The request only ever leaves through this host's ESP SA to the target: without "
+             "it\n(no 'apply' here, or the SA removed) the kernel refuses to send it in "
+             "plaintext (exit 1).\n\n"
+             "exit codes: 0 every request confirmed (or sent, for b/o/c, which cannot "
+             "confirm),\n  1 not sent (no SA, network error), 2 bad input, nothing sent,\n"
+             "  3 sent but not confirmed (wrong password, replay, tunnel down, key masked)")
     p.add_argument("target", metavar="TARGET", help="peer name or address from the config")
     p.add_argument("keys", metavar="KEYS", nargs="?",
                    help="one or more SysRq keys, e.g. s or sub (or use --sequence)")
     p.add_argument("--sequence", metavar="NAME",
                    help="send a rescue sequence, one request per step (listed above)")
-    p.add_argument("--count", type=int, default=1, metavar="N",
-                   help="send N identical copies (safe: the target drops replays)")
-    p.add_argument("--wait", type=float, default=1.0, metavar="SECONDS",
-                   help="how long to wait for the confirmation (default: 1)")
+    p.add_argument("--count", type=_whole(1, 1000), default=1, metavar="N",
+                   help="send N identical copies, 1 to 1000 (safe: the target drops replays)")
+    p.add_argument("--wait", type=_seconds(60), default=1.0, metavar="SECONDS",
+                   help="how long to wait for the confirmation, 0 to 60 (default: 1)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the request instead of sending it (never the password)")
-    p.add_argument("--seqno", type=int, help="use this sequence number (with --dry-run: "
+    p.add_argument("--seqno", type=_whole(1, MAX_CHOSEN), help="use this sequence number (with "
+                   "--dry-run: reproducible output)")
+    p.add_argument("--salt", help="use this salt, 1-64 of A-Z a-z 0-9 _ - (with --dry-run: "
                    "reproducible output)")
-    p.add_argument("--salt", help="use this salt (with --dry-run: reproducible output)")
     p.set_defaults(func=_send)
     return parser
 
@@ -169,8 +216,6 @@ def _pair(args):
     from sysrq_appliance import pair
     target = pair.parse_host(args.target, "--target")
     sender = pair.parse_host(args.sender, "--sender")
-    if not 1 <= args.port <= 65535:
-        raise InputError(f"--port: {args.port} is out of range; use 1 to 65535")
     allow = pair.parse_allow(args.allow)
     t_dir, s_dir = pair.write_bundle(target, sender, args.out, args.algorithm, args.port,
                                      args.etc_dir, args.force, allow)
@@ -185,16 +230,12 @@ def _pair(args):
 def _read_new_password(args):
     from sysrq_appliance import password
     if args.file:
-        try:
-            with open(args.file, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise InputError(f"--file: cannot read {args.file}: {exc.strerror}") from None
-        return password.validate(data, f"--file {args.file}")
+        return password.read_new(args.file)
     if sys.stdin is None or sys.stdin.isatty():
         raise InputError("password set: give the password on stdin or with --file "
                          "(never as an argument)")
-    return password.validate(sys.stdin.buffer.read(), "stdin")
+    # One byte more than the module keeps: enough to say "too long", never a MemoryError.
+    return password.validate(sys.stdin.buffer.read(password.MAX_BYTES + 1), "stdin")
 
 
 def _password_set(args):
@@ -204,14 +245,16 @@ def _password_set(args):
     if cfg.role == "sender":
         if not args.peer:
             raise InputError("--peer: required on a sender; name the target this password is "
-                             f"for ({', '.join(p.name for p in cfg.peers)})")
+                             f"for ({', '.join(p.name for p in cfg.peers[:10])})")
         path = cfg.find_peer(args.peer).password_file
-        password.store(path, new)
+        with lock.held(args.state_dir, "password set"):
+            password.store(path, new)
         print(f"stored the password for {args.peer} in {path}")
         return EXIT_OK
     if args.peer:
         raise InputError("--peer: only on a sender; a target has one password")
-    _activate_target_password(cfg, new, args.sysfs_dir)
+    with lock.held(args.state_dir, "password set"):
+        _activate_target_password(cfg, new, args.sysfs_dir)
     return EXIT_OK
 
 
@@ -232,7 +275,8 @@ def _password_rotate(args):
     if cfg.role != "target":
         raise InputError(f"{cfg.path}: role: rotate runs on the target; on a sender use "
                          "'password set --peer NAME' with the file the target wrote")
-    _activate_target_password(cfg, password.generate(args.length), args.sysfs_dir)
+    with lock.held(args.state_dir, "password rotate"):
+        _activate_target_password(cfg, password.generate(args.length), args.sysfs_dir)
     return EXIT_OK
 
 
@@ -241,13 +285,12 @@ def _send(args):
     if (args.keys is None) == (args.sequence is None):
         raise InputError("send: give KEYS or --sequence NAME, not both or neither "
                          "(see 'sysrq-appliance send --help')")
+    if args.salt is not None:
+        from sysrq_appliance import wire
+        wire.check_salt(args.salt)
     cfg = _load(args)
     if cfg.role != "sender":
         raise InputError(f"{cfg.path}: role: 'send' needs a sender config (role: sender)")
-    if args.count < 1 or args.count > 1000:
-        raise InputError(f"--count: {args.count} is out of range; use 1 to 1000")
-    if not 0 <= args.wait <= 60:
-        raise InputError(f"--wait: {args.wait} is out of range; use 0 to 60 seconds")
     peer = cfg.find_peer(args.target)
     if args.sequence is None:
         steps = (sequences.Step(keys=sysrq.check_keys(args.keys)),)
@@ -259,6 +302,7 @@ def _send(args):
             s.keys or f"wait {s.seconds:g} s" for s in steps))
     secret = password.load(peer.password_file, f"{cfg.path}: peers[{peer.name}].password_file")
     seqno = args.seqno
+    unconfirmed = 0
     for number, step in enumerate(steps, 1):
         prefix = f"  {number}/{len(steps)} " if args.sequence else ""
         if not step.keys:
@@ -266,13 +310,15 @@ def _send(args):
             if not args.dry_run:
                 time.sleep(step.seconds)
             continue
-        print(prefix + _send_request(cfg, peer, secret, step.keys, seqno, args), flush=True)
+        line, confirmed = _send_request(cfg, peer, secret, step.keys, seqno, args)
+        print(prefix + line, flush=True)
+        unconfirmed += not confirmed
         seqno = seqno + 1 if seqno is not None else None
-    return EXIT_OK
+    return EXIT_NOT_CONFIRMED if unconfirmed else EXIT_OK
 
 
 def _send_request(cfg, peer, secret, keys, fixed_seqno, args):
-    """Build, send and report one request; returns the line to print."""
+    """Build, send and report one request: (the line to print, confirmed or need not be)."""
     from sysrq_appliance import seqno, wire
     if cfg.wire == "plain":
         print(wire.PLAIN_WARNING, file=sys.stderr)
@@ -284,33 +330,64 @@ def _send_request(cfg, peer, secret, keys, fixed_seqno, args):
                       if args.dry_run else seqno.reserve(args.state_dir, peer.name, time.time()))
         elif not args.dry_run:
             seqno.record(args.state_dir, peer.name, number)  # later sends must stay above it
-        payload = wire.build(keys, number, args.salt or wire.new_salt(), peer.address, secret,
-                             cfg.hash).encode()
+        salt = wire.new_salt() if args.salt is None else args.salt
+        payload = wire.build(keys, number, salt, peer.address, secret, cfg.hash).encode()
         shown = payload.decode()
     if args.dry_run:
-        return f"would send to {peer.name} ({peer.address}:{cfg.port}) from {cfg.local}: {shown}"
-    from sysrq_appliance import sender
-    outcome = sender.send(payload, cfg.local, peer.address, cfg.port, args.count, args.wait)
+        return (f"would send to {peer.name} ({peer.address}:{cfg.port}) from {cfg.local}: "
+                f"{shown}", True)
+    from sysrq_appliance import plan, sender
+    reqid = plan.reqids(cfg.peers)[peer.name]
+    outcome = sender.send(payload, cfg.local, peer.address, cfg.port, args.count, args.wait,
+                          reqid=reqid)
     if outcome.confirmed:
         return (f"confirmed: {peer.name} accepted {keys!r} "
-                f"(answer through the tunnel after {outcome.seconds * 1000:.0f} ms)")
+                f"(answer through the tunnel after {outcome.seconds * 1000:.0f} ms)", True)
     silent = "".join(k for k in keys if k in sysrq.NO_CONFIRMATION_KEYS)
     if silent:
-        return f"sent, not confirmed: {peer.name} cannot answer after {silent!r}"
+        return f"sent, not confirmed: {peer.name} cannot answer after {silent!r}", True
     return (f"sent, not confirmed: no answer from {peer.name} within {args.wait:g} s "
-            "(wrong password, replay, tunnel down, or key outside its kernel.sysrq mask)")
+            "(wrong password, replay, tunnel down, or key outside its kernel.sysrq mask)",
+            False)
 
 
 def main(argv=None):
+    """Run one command; every outcome is an exit code and at most one line on stderr."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except InputError as exc:
-        print(f"sysrq-appliance: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return _fail(exc, EXIT_INPUT)
     except ApplianceError as exc:
-        print(f"sysrq-appliance: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
+        return _fail(exc, EXIT_RUNTIME)
     except KeyboardInterrupt:
         return EXIT_RUNTIME
+    except BrokenPipeError:
+        # `sysrq-appliance plan | head`: the reader left; say nothing more to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_RUNTIME
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            where = f" ({exc.filename})" if exc.filename else ""
+            return _fail(f"permission denied{where}: {exc.strerror}; run as root "
+                         "(e.g. sudo sysrq-appliance ...)", EXIT_INPUT)
+        return _internal_error(args)
+    except Exception:   # a bug: one line, and the traceback only when asked for
+        return _internal_error(args)
+
+
+def _fail(message, code):
+    print(f"sysrq-appliance: {message}", file=sys.stderr)
+    return code
+
+
+def _internal_error(args):
+    kind, _, tb = sys.exc_info()
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    # The type and the place, not the message: a message could quote a value we hold.
+    frame = traceback.extract_tb(tb)[-1]
+    where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
+    return _fail(f"internal error: {kind.__name__} at {where}, please report it "
+                 "(run again with --debug for the traceback)", EXIT_RUNTIME)

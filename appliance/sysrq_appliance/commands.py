@@ -1,10 +1,9 @@
 """The kernel-facing CLI verbs: apply, down, status, plan, doctor."""
 
-import fcntl
 import os
 import sys
 
-from sysrq_appliance import config, controller, doctor, firewall, status, system, xfrm
+from sysrq_appliance import config, controller, doctor, firewall, lock, status, system, xfrm
 from sysrq_appliance.errors import ApplianceError
 
 FORCE_RISK = ("--force: installing the SYSRQ rule although doctor FAILs; with "
@@ -27,7 +26,9 @@ def run(args):
         cfg = config.load(args.config)
     ctx = context(args, cfg)
     backend = firewall.get_backend(ctx.backend_name)
-    with _lock(ctx.paths), xfrm.XfrmSocket() as sock:
+    read_only = args.command in ("plan", "status")
+    with lock.held(ctx.paths.state_dir, args.command, shared=read_only), \
+            xfrm.XfrmSocket() as sock:
         if args.command == "plan":
             controller.print_plan(controller.plan_changes(ctx, sock, backend))
         elif args.command == "status":
@@ -61,19 +62,3 @@ def _refuse_unless_healthy(args, cfg, paths):
                              "(run 'sysrq-appliance doctor'; 'apply --force' overrides)")
     if failed:
         print(FORCE_RISK, file=sys.stderr)
-
-
-class _lock:
-    """One apply/down/status at a time (the timer and an admin may race)."""
-
-    def __init__(self, paths):
-        self.path = os.path.join(paths.state_dir, ".lock")
-
-    def __enter__(self):
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        os.close(self.fd)

@@ -21,7 +21,7 @@ class Check:
         return f"{self.level} {self.name}: {self.message}"
 
 
-def run_checks(config_path, paths, with_sa=True, secret_owner=0):
+def run_checks(config_path, paths, with_sa=True, secret_owner=None):
     checks = []
     try:
         cfg = config.load(config_path, secret_owner=secret_owner)

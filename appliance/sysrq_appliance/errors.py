@@ -11,3 +11,9 @@ class InputError(ApplianceError):
     """Bad input from the user: config, arguments, key material (exit 2)."""
 
     exit_code = 2
+
+
+def excerpt(value, width=40):
+    """repr(value), cut to `width` characters: a bad value is named, never dumped."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."

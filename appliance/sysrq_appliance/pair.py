@@ -10,11 +10,12 @@ import ipaddress
 import os
 import secrets
 
-from sysrq_appliance import esp_keys, password
-from sysrq_appliance import config
+import yaml
+
+from sysrq_appliance import addresses, config, esp_keys, password
 from sysrq_appliance.config import DEFAULT_ALGORITHM, NAME_RE, SPI_MIN
-from sysrq_appliance.errors import InputError
-from sysrq_appliance.secretfile import ensure_private_dir, write_secret
+from sysrq_appliance.errors import InputError, excerpt
+from sysrq_appliance.secretfile import check_path_text, ensure_private_dir, write_secret
 
 ETC_DIR = "/etc/sysrq-appliance"
 
@@ -22,12 +23,13 @@ ETC_DIR = "/etc/sysrq-appliance"
 def parse_host(value, option):
     """'NAME=ADDRESS' -> (name, address)."""
     name, sep, address = value.partition("=")
-    if not sep or not NAME_RE.match(name):
-        raise InputError(f"{option}: {value!r} is not NAME=ADDRESS; e.g. {option} web1=10.10.25.7")
+    if not sep or not NAME_RE.fullmatch(name):
+        raise InputError(f"{option}: {excerpt(value)} is not NAME=ADDRESS (NAME: 1-32 of "
+                         f"a-z 0-9 . _ -); e.g. {option} web1=10.10.25.7")
     try:
-        return name, str(ipaddress.ip_address(address))
-    except ValueError:
-        raise InputError(f"{option}: {address!r} is not an IPv4 or IPv6 address") from None
+        return name, addresses.host_address(address)
+    except ValueError as exc:
+        raise InputError(f"{option}: {exc}") from None
 
 
 def parse_allow(text):
@@ -44,55 +46,74 @@ def _spis(count):
     return list(spis)
 
 
-def _config(role, local, peer, algorithm, port, peer_lines):
-    return f"""# sysrq-appliance {role} config, written by 'sysrq-appliance pair'.
-# See /usr/share/doc/sysrq-appliance/README.md for every field.
-role: {role}
-local: {local}
-peers:
-  - name: {peer['name']}
-    address: {peer['address']}
-    spi_in: {peer['spi_in']:#010x}
-    spi_out: {peer['spi_out']:#010x}
-{peer_lines}ipsec:
-  algorithm: {algorithm}
-sysrq:
-  port: {port}
-"""
+class _Spi(int):
+    """An SPI, written in hex as `ip xfrm state` shows it."""
+
+
+class _Names(list):
+    """A list of names, written on one line: allow: [sync, remount, reboot]."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block mappings, list items indented under their key."""
+
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+
+
+_Dumper.add_representer(_Spi, lambda dumper, spi: dumper.represent_scalar(
+    "tag:yaml.org,2002:int", f"{spi:#010x}"))
+_Dumper.add_representer(_Names, lambda dumper, names: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", names, flow_style=True))
+
+
+def render_config(role, local, peer, algorithm, port, sysrq=None):
+    """The text of one half's appliance.yaml: the schema `config` reads, dumped by YAML
+    (so no value can break the file's structure), with a header for the reader."""
+    document = {"role": role, "local": local,
+                "peers": [{**peer, "spi_in": _Spi(peer["spi_in"]),
+                           "spi_out": _Spi(peer["spi_out"])}],
+                "ipsec": {"algorithm": algorithm},
+                "sysrq": {"port": port, **(sysrq or {})}}
+    return (f"# sysrq-appliance {role} config, written by 'sysrq-appliance pair'.\n"
+            "# See sysrq-appliance(8) for every field.\n"
+            + yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False))
 
 
 def write_bundle(target, sender, out, algorithm=DEFAULT_ALGORITHM, port=9, etc_dir=ETC_DIR,
                  force=False, allow=("sync", "remount", "reboot")):
     """Write the bundle; return the two directories (target half, sender half)."""
     (t_name, t_addr), (s_name, s_addr) = target, sender
+    check_path_text(etc_dir, "--etc-dir")
     if ipaddress.ip_address(t_addr).version != ipaddress.ip_address(s_addr).version:
         raise InputError("--target/--sender: the two addresses must be of one family "
                          "(both IPv4 or both IPv6)")
     if t_addr == s_addr:
         raise InputError("--target/--sender: the two hosts need different addresses")
+    ensure_private_dir(out, "--out")    # never chmods what exists: /tmp stays /tmp
     halves = os.path.join(out, "target"), os.path.join(out, "sender")
-    existing = [h for h in halves if os.path.exists(h)]
+    existing = [h for h in halves if os.path.lexists(h)]
     if existing and not force:
         raise InputError(f"--out: {existing[0]} exists already; use another --out or --force "
                          "to overwrite (the old keys stop working)")
     to_target, to_sender = _spis(2)       # SPI of the SA carrying sender->target, and back
     keys = esp_keys.generate(algorithm)   # as seen from the target
     sysrq_password = password.generate()
-    ensure_private_dir(out)
     t_dir, s_dir = halves
-    key_line = "    key_file: {}/keys/{}.key\n"
-    write_secret(os.path.join(t_dir, "appliance.yaml"), _config(
-        "target", t_addr, dict(name=s_name, address=s_addr, spi_in=to_target, spi_out=to_sender),
-        algorithm, port, key_line.format(etc_dir, s_name)).encode()
-        + f"  password_file: {etc_dir}/password\n  allow: [{', '.join(allow)}]\n".encode())
+    write_secret(os.path.join(t_dir, "appliance.yaml"), render_config(
+        "target", t_addr, dict(name=s_name, address=s_addr, spi_in=to_target, spi_out=to_sender,
+                               key_file=f"{etc_dir}/keys/{s_name}.key"),
+        algorithm, port, {"password_file": f"{etc_dir}/password", "allow": _Names(allow)}
+    ).encode())
     write_secret(os.path.join(t_dir, "keys", f"{s_name}.key"),
                  esp_keys.render(keys, s_name, algorithm))
     write_secret(os.path.join(t_dir, "password"), sysrq_password)
-    write_secret(os.path.join(s_dir, "appliance.yaml"), _config(
-        "sender", s_addr, dict(name=t_name, address=t_addr, spi_in=to_sender, spi_out=to_target),
-        algorithm, port, key_line.format(etc_dir, t_name)
-        + f"    password_file: {etc_dir}/passwords/{t_name}\n"
-        + f"    allow: [{', '.join(allow)}]   # the target's sysrq.allow\n").encode())
+    write_secret(os.path.join(s_dir, "appliance.yaml"), render_config(
+        "sender", s_addr, dict(name=t_name, address=t_addr, spi_in=to_sender, spi_out=to_target,
+                               key_file=f"{etc_dir}/keys/{t_name}.key",
+                               password_file=f"{etc_dir}/passwords/{t_name}",
+                               allow=_Names(allow)),   # the target's sysrq.allow
+        algorithm, port).encode())
     write_secret(os.path.join(s_dir, "keys", f"{t_name}.key"),
                  esp_keys.render(keys.swapped(), t_name, algorithm))
     write_secret(os.path.join(s_dir, "passwords", t_name), sysrq_password)

@@ -3,10 +3,11 @@
 import errno
 import os
 import secrets
+import stat
 import string
 
 from sysrq_appliance.errors import ApplianceError, InputError
-from sysrq_appliance.secretfile import read_secret, write_secret
+from sysrq_appliance.secretfile import open_regular, read_secret, write_secret
 
 MAX_BYTES = 63            # the module keeps a 64-byte buffer with its NUL; longer -> ENOSPC
 DEFAULT_LENGTH = 32
@@ -26,7 +27,7 @@ def validate(password, source):
     if not password:
         raise InputError(f"{source}: the password is empty; give 1 to {MAX_BYTES} bytes")
     if len(password) > MAX_BYTES:
-        raise InputError(f"{source}: the password has {len(password)} bytes; "
+        raise InputError(f"{source}: the password has more than {MAX_BYTES} bytes; "
                          f"xt_SYSRQ keeps at most {MAX_BYTES}")
     for byte, name in ((b"\n", "a newline"), (b"\0", "a NUL byte"), (b",", "a comma"),
                        (b"\r", "a carriage return")):
@@ -36,8 +37,23 @@ def validate(password, source):
     return password
 
 
-def load(path, field, owner=0):
+def load(path, field, owner=None):
     return validate(read_secret(path, field, owner), field)
+
+
+def read_new(path):
+    """A new password from a file the operator names: a regular file, read without
+    blocking (a FIFO never hangs us) and never more than one byte past the limit."""
+    try:
+        fd, st = open_regular(path)
+    except OSError as exc:
+        raise InputError(f"--file: cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise InputError(f"--file: {path} is not a regular file; give a file (or use stdin)")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_BYTES + 1)
+    return validate(data, f"--file {path}")
 
 
 def store(path, password):
@@ -80,11 +96,7 @@ def activate(path, new, sysfs_dir=SYSFS_PARAMETERS):
     All or nothing: if the kernel refuses, the old file comes back. Returns True if the
     kernel has it now.
     """
-    try:
-        with open(path, "rb") as f:
-            old = f.read()
-    except FileNotFoundError:
-        old = None
+    old = read_secret(path, path) if os.path.lexists(path) else None
     store(path, new)
     if not module_loaded(sysfs_dir):
         return False

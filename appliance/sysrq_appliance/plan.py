@@ -28,8 +28,11 @@ class Desired:
 
 def reqids(peers):
     """A stable reqid of ours per peer name: REQID_BASE + 16 bits, collisions probed."""
+    names = sorted(p.name for p in peers)
+    if len(names) > 0x10000:
+        raise ValueError(f"{len(names)} peers do not fit in 16 bits of reqid")
     taken, result = set(), {}
-    for name in sorted(p.name for p in peers):
+    for name in names:
         low = zlib.crc32(name.encode()) & 0xFFFF
         while low in taken:
             low = (low + 1) & 0xFFFF

@@ -11,12 +11,18 @@ before the SAs are added, so that even a crash never hands out a number twice.
 import json
 import os
 
-from sysrq_appliance.errors import ApplianceError
-from sysrq_appliance.secretfile import write_secret
+from sysrq_appliance.errors import ApplianceError, InputError
+from sysrq_appliance.secretfile import read_secret, write_secret
 
 RESERVE = 1 << 20          # numbers reserved per SA added; the SAs carry only triggers
 SETTLE_MARGIN = 1 << 10    # packets an SA may still send between our dump and its deletion
 LIMIT = 0xFFFFFFFF         # 32-bit sequence numbers (no ESN)
+MAX_FILE_BYTES = 4 << 20   # 16,384 peers x 2 SPIs take about 1 MiB
+
+
+class FloorsDamaged(InputError):
+    """The floors file exists but cannot be trusted: adding an outbound SA could reuse
+    AES-GCM nonces under the same static key, so none is added."""
 
 
 class Floors:
@@ -25,11 +31,7 @@ class Floors:
 
     def __init__(self, state_dir):
         self.path = os.path.join(state_dir, "esp-seq.json")
-        try:
-            with open(self.path, encoding="ascii") as f:
-                self.floors = {int(spi): int(value) for spi, value in json.load(f).items()}
-        except (FileNotFoundError, ValueError, AttributeError):
-            self.floors = {}
+        self.floors = read_floors(self.path)
 
     def floor(self, spi):
         return self.floors.get(spi, 0)
@@ -60,3 +62,42 @@ class Floors:
         (0 means the kernel did not say: keep the reserved floor.)"""
         self._store({spi: oseq + SETTLE_MARGIN for spi, oseq in last.items()
                      if 0 < oseq and oseq + SETTLE_MARGIN < self.floor(spi)})
+
+
+def read_floors(path):
+    """spi -> floor from the file; {} only when the file does not exist (a first apply).
+
+    Fails closed: a file we cannot read or trust raises FloorsDamaged, never reads as {}."""
+    if not os.path.lexists(path):
+        return {}
+    try:
+        data = read_secret(path, "ESP sequence floors", limit=MAX_FILE_BYTES)
+    except InputError as exc:
+        raise FloorsDamaged(f"{exc}; no outbound SA is added until it is fixed") from None
+    try:
+        return parse_floors(data)
+    except InputError as exc:
+        raise FloorsDamaged(
+            f"{exc} in {path}, so no outbound SA is added (its counter would restart under "
+            "the same static key: AES-GCM nonce reuse); recover: make new keys and SPIs for "
+            f"every peer ('sysrq-appliance pair'), install them on both ends, delete {path}, "
+            "then apply") from None
+
+
+def parse_floors(data):
+    """Pure: the file's bytes -> {spi: floor}; InputError says what is wrong."""
+    try:
+        raw = json.loads(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise InputError("ESP sequence floors: not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise InputError("ESP sequence floors: not a JSON object of SPI -> number")
+    floors = {}
+    for spi, value in raw.items():
+        if not (spi.isascii() and spi.isdigit() and 0 < int(spi) <= 0xFFFFFFFF) \
+                or isinstance(value, bool) or not isinstance(value, int) \
+                or not 0 <= value <= LIMIT:
+            raise InputError("ESP sequence floors: an entry is not SPI (1-4294967295) -> "
+                             f"number (0-{LIMIT})")
+        floors[int(spi)] = value
+    return floors

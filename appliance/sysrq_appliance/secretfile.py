@@ -1,8 +1,18 @@
-"""Root-only secret files: 0600 files in a 0700 directory, written atomically.
+"""Files we trust: root-only secrets in private directories, and the config we read.
+
+- A secret is a regular 0600 file owned by us, read without following a symlink and
+  without blocking (a FIFO never hangs us), bounded in size.
+- Every directory on the way to a secret or a config must be owned by root (or us) and
+  writable by nobody else: a 1777 or 0777 directory lets another user swap the file.
+- We create private directories 0700 and never change the mode or owner of a directory we
+  did not just create: an existing one must already be ours, 0700 and not a symlink.
+- Writes are atomic (O_EXCL temp file, fsync, rename) relative to a directory descriptor,
+  so nothing we write follows a symlink.
 
 Nothing here ever puts a secret's content into an exception message.
 """
 
+import errno
 import os
 import stat
 
@@ -10,71 +20,198 @@ from sysrq_appliance.errors import InputError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+MAX_SECRET_BYTES = 64 * 1024     # key files and passwords are a few hundred bytes
+_UNSAFE_DIR_BITS = stat.S_IWGRP | stat.S_IWOTH
 
 
-def check_secret_file(path, field, owner=0):
-    """Refuse a secret file that is missing, not regular, not owned by `owner` or not 0600."""
+def _owners():
+    """Who may own a directory on a trusted path: root, and whoever runs us."""
+    return {0, os.geteuid()}
+
+
+def check_path_text(path, field):
+    """A path we may name in messages and hand to the kernel: absolute, printable, bounded."""
+    if not isinstance(path, str) or not path.startswith("/") or len(path) > 4096 \
+            or not path.isprintable() or any(c.isspace() for c in path):
+        raise InputError(f"{field}: not an absolute path without spaces or control "
+                         "characters; give e.g. /etc/sysrq-appliance/password")
+    return path
+
+
+def check_ancestors(path, field):
+    """Refuse a path whose directories someone other than root (or us) could change."""
+    seen = set()
+    for form in (os.path.abspath(path), os.path.realpath(path)):
+        directory = os.path.dirname(form)
+        while directory not in seen:
+            seen.add(directory)
+            _check_ancestor(directory, field)
+            if directory == "/":
+                break
+            directory = os.path.dirname(directory)
+
+
+def _check_ancestor(directory, field):
     try:
-        st = os.lstat(path)
+        st = os.stat(directory)
+    except FileNotFoundError:
+        return   # the file's own check says it is missing
+    except OSError as exc:
+        raise InputError(f"{field}: cannot check directory {directory}: {exc.strerror}") \
+            from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{field}: {directory} is not a directory")
+    if st.st_uid not in _owners():
+        raise InputError(f"{field}: directory {directory} is owned by uid {st.st_uid}, so "
+                         f"that user can replace the file; run: chown root: {directory}")
+    if st.st_mode & _UNSAFE_DIR_BITS:
+        raise InputError(f"{field}: directory {directory} has mode "
+                         f"{stat.S_IMODE(st.st_mode):04o}, so other users can replace the "
+                         f"file; run: chmod go-w {directory} (or keep the file elsewhere)")
+
+
+def open_regular(path):
+    """Open `path` read-only without blocking (a FIFO must not hang us): (fd, fstat).
+
+    The caller checks the type: the fd is of whatever is there."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    return fd, os.fstat(fd)
+
+
+def read_bounded(fd, limit, where):
+    """Read all of `fd` (closing it) but refuse more than `limit` bytes."""
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise InputError(f"{where}: larger than {limit} bytes; give the right file")
+    return data
+
+
+def _open_secret(path, field, owner):
+    owner = os.geteuid() if owner is None else owner
+    check_path_text(path, field)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+                     | os.O_NOCTTY)
     except FileNotFoundError:
         raise InputError(f"{field}: {path} does not exist; create it "
                          "(sysrq-appliance pair or password set)") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{field}: {path} is a symlink; put the file itself there") \
+                from None
         raise InputError(f"{field}: cannot read {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"{field}: {path} is not a regular file; replace it with one")
-    if st.st_uid != owner:
-        raise InputError(f"{field}: {path} is owned by uid {st.st_uid}; "
-                         f"run: chown {owner}:{owner} {path}")
-    if stat.S_IMODE(st.st_mode) != FILE_MODE:
-        raise InputError(f"{field}: {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
-                         f"run: chmod 0600 {path}")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{field}: {path} is not a regular file; replace it with one")
+        if st.st_uid != owner:
+            raise InputError(f"{field}: {path} is owned by uid {st.st_uid}; "
+                             f"run: chown {owner}:{owner} {path}")
+        if stat.S_IMODE(st.st_mode) != FILE_MODE:
+            raise InputError(f"{field}: {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
+                             f"run: chmod 0600 {path}")
+        check_ancestors(path, field)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def read_secret(path, field, owner=0):
+def check_secret_file(path, field, owner=None):
+    """Refuse a secret file that is missing, not regular, a symlink, not owned by `owner`
+    (default: whoever runs us, i.e. root), not 0600, or in a directory others could write to."""
+    os.close(_open_secret(path, field, owner))
+
+
+def read_secret(path, field, owner=None, limit=MAX_SECRET_BYTES):
     """Return the bytes of a checked secret file."""
-    check_secret_file(path, field, owner)
-    with open(path, "rb") as f:
-        return f.read()
+    return read_bounded(_open_secret(path, field, owner), limit, f"{field}: {path}")
 
 
-def ensure_private_dir(path):
-    """Create `path` (and parents) as 0700 if missing; tighten an existing one to 0700."""
-    os.makedirs(path, mode=DIR_MODE, exist_ok=True)
-    if stat.S_IMODE(os.stat(path).st_mode) != DIR_MODE:
-        os.chmod(path, DIR_MODE)
+def check_private_dir(path, field):
+    """An existing directory that is to hold secrets: ours, 0700, not a symlink."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise InputError(f"{field}: cannot use {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise InputError(f"{field}: {path} is a symlink; give the real directory "
+                         f"({os.path.realpath(path)}) or a new one")
+    if not stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{field}: {path} exists and is not a directory; give a directory")
+    if st.st_uid != os.geteuid():
+        raise InputError(f"{field}: {path} is owned by uid {st.st_uid}; give a new directory "
+                         f"or run: chown {os.geteuid()}: {path}")
+    if stat.S_IMODE(st.st_mode) != DIR_MODE:
+        raise InputError(f"{field}: {path} has mode {stat.S_IMODE(st.st_mode):04o}, but secrets "
+                         "need a directory of their own that only its owner can enter; give a "
+                         f"new one, or if {path} is only for them, run: chmod 0700 {path}")
 
 
-def write_secret(path, data, private_dir=True):
+def ensure_private_dir(path, field="directory"):
+    """Create `path` (and missing parents) 0700, or check that the existing one is private.
+
+    Never chmods or chowns an existing directory."""
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    if not missing:
+        check_private_dir(path, field)
+        return
+    if not os.path.isdir(path):
+        raise InputError(f"{field}: {path} exists and is not a directory; give a directory")
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:      # created meanwhile by someone else: not ours to trust
+            check_private_dir(directory, field)
+        except OSError as exc:
+            raise InputError(f"{field}: cannot create {directory}: {exc.strerror}") from None
+
+
+def write_secret(path, data, private_dir=True, field=None):
     """Atomically replace `path` with `data`: O_EXCL temp file 0600 -> fsync -> rename.
 
     Readers see either the old or the new content, never a partial or world-readable file.
-    The directory is made 0700 too, unless `private_dir` is False (a shared one such as
-    /etc/modprobe.d).
+    The directory is created 0700 if missing and must be private if it exists, unless
+    `private_dir` is False (a shared one such as /etc/modprobe.d, which we never change).
     """
+    field = field or path
     directory = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
     if private_dir:
-        ensure_private_dir(directory)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+        ensure_private_dir(directory, field)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputError(f"{field}: cannot use directory {directory}: {exc.strerror}") \
+            from None
     try:
+        tmp = f".{name}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     FILE_MODE, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException as exc:
+            _unlink_quietly(tmp, dir_fd)
+            if isinstance(exc, IsADirectoryError):
+                raise InputError(f"{field}: {path} is a directory; remove it or give another "
+                                 "path") from None
+            raise
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def _unlink_quietly(path):
+def _unlink_quietly(name, dir_fd):
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass

@@ -4,16 +4,25 @@ seqno = max(now + CLOCK_ALLOWANCE, last + 1): two sends in one second both work,
 stepped backwards does not lock the sender out until it catches up, and a sender whose clock
 runs a little behind the target's still gets through right after the target loaded xt_SYSRQ
 (the module starts from its own clock's epoch seconds and wants strictly more).
+
+xt_SYSRQ keeps the number in a signed 64-bit long and parses digits without an overflow
+check: anything above LIMIT wraps and is never accepted again, so no number we send or
+remember may pass it (MAX_CHOSEN leaves room for later sends above a chosen one).
 """
 
-import fcntl
 import os
 import re
+import stat
+import sys
 
-from sysrq_appliance.secretfile import write_secret
+from sysrq_appliance import lock, wire
+from sysrq_appliance.errors import ApplianceError, InputError
+from sysrq_appliance.secretfile import open_regular, write_secret
 
 DEFAULT_STATE_DIR = "/var/lib/sysrq-appliance"
 CLOCK_ALLOWANCE = 10   # seconds a sender's clock may lag the target's
+LIMIT = wire.MAX_SEQNO
+MAX_CHOSEN = LIMIT - 2**32
 
 
 def _path(state_dir, target):
@@ -21,29 +30,39 @@ def _path(state_dir, target):
     return os.path.join(state_dir, f"seqno.{safe}")
 
 
+def check_chosen(seqno):
+    """A --seqno the operator picked; InputError if xt_SYSRQ could not work with it."""
+    if not 1 <= seqno <= MAX_CHOSEN:
+        raise InputError(f"--seqno: {seqno} is out of range; use 1 to {MAX_CHOSEN} "
+                         "(xt_SYSRQ compares it as a signed 64-bit number, and later sends "
+                         "need room above it)")
+    return seqno
+
+
 def next_seqno(now, last):
-    return max(int(now) + CLOCK_ALLOWANCE, last + 1)
+    number = max(int(now) + CLOCK_ALLOWANCE, last + 1)
+    if number > LIMIT:
+        raise ApplianceError(f"sequence number {number} is beyond what xt_SYSRQ accepts")
+    return number
 
 
 def read_last(state_dir, target):
+    """The last number used for `target`; 0 when unknown. A damaged file falls back to the
+    clock (always above what the target accepted, unless numbers were chosen by hand)."""
+    path = _path(state_dir, target)
     try:
-        with open(_path(state_dir, target), encoding="ascii") as f:
-            return int(f.read().strip() or 0)
+        fd, st = open_regular(path)
     except FileNotFoundError:
         return 0
-    except ValueError:
-        return 0  # a damaged file: fall back to the clock, which is always valid when sane
-
-
-def _locked(state_dir, update):
-    """Run update(last) -> new under an exclusive lock; store and return new."""
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(state_dir, ".seqno.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return update()
-    finally:
-        os.close(fd)
+    except OSError as exc:
+        raise InputError(f"--state-dir: cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        text = f.read(32) if stat.S_ISREG(st.st_mode) else b""
+    if re.fullmatch(rb"[0-9]{1,19}\n?", text) and int(text) <= LIMIT:
+        return int(text)
+    print(f"warning: {path} is damaged; the next sequence number comes from the clock",
+          file=sys.stderr)
+    return 0
 
 
 def _store(state_dir, target, seqno):
@@ -56,11 +75,12 @@ def reserve(state_dir, target, now):
 
     The lock makes two concurrent senders get different numbers.
     """
-    return _locked(state_dir, lambda: _store(
-        state_dir, target, next_seqno(now, read_last(state_dir, target))))
+    with lock.held(state_dir, f"send to {target}", name=lock.SEQNO):
+        return _store(state_dir, target, next_seqno(now, read_last(state_dir, target)))
 
 
 def record(state_dir, target, seqno):
     """Remember an explicitly chosen seqno, so that later sends stay above it."""
-    return _locked(state_dir, lambda: _store(
-        state_dir, target, max(seqno, read_last(state_dir, target))))
+    check_chosen(seqno)
+    with lock.held(state_dir, f"send to {target}", name=lock.SEQNO):
+        return _store(state_dir, target, max(seqno, read_last(state_dir, target)))

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from sysrq_appliance import sysrq
-from sysrq_appliance.errors import InputError
+from sysrq_appliance.errors import InputError, excerpt
 
 BUILTIN = {
     # sync, let it reach the disks, remount read-only, let that finish, reboot.
@@ -24,8 +24,11 @@ HELP = {
     "thaw": "j: thaw every frozen filesystem (fsfreeze)",
     "diagnose": "w (blocked tasks), l (CPU backtraces), m (memory) into the kernel log",
 }
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-WAIT_RE = re.compile(r"^wait (\d+(?:\.\d+)?)$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")        # always used with fullmatch
+WAIT_RE = re.compile(r"wait ([0-9]{1,4}(?:\.[0-9]{1,3})?)")
+MAX_STEPS = 20
+MAX_WAIT = 600          # seconds, one step
+MAX_TOTAL_WAIT = 900    # seconds, the whole sequence: a rescue, not a schedule
 
 
 @dataclass(frozen=True)
@@ -38,21 +41,30 @@ def parse(items, field):
     """Validate a sequence's list of strings into Steps; errors name `field`."""
     if not isinstance(items, (list, tuple)) or not items:
         raise InputError(f"{field}: not a non-empty list; e.g. [s, wait 10, u, wait 5, b]")
+    if len(items) > MAX_STEPS:
+        raise InputError(f"{field}: {len(items)} steps; at most {MAX_STEPS}")
     steps = []
     for i, item in enumerate(items):
-        text = str(item).strip()
-        if match := WAIT_RE.match(text):
+        if not isinstance(item, str):
+            raise InputError(f"{field}[{i}]: {excerpt(item)} is neither SysRq keys nor 'wait N'")
+        text = item.strip()
+        if match := WAIT_RE.fullmatch(text):
             seconds = float(match.group(1))
-            if seconds > 600:
-                raise InputError(f"{field}[{i}]: wait {seconds:g} is over 600 seconds")
+            if seconds > MAX_WAIT:
+                raise InputError(f"{field}[{i}]: wait {seconds:g} is over {MAX_WAIT} seconds")
             steps.append(Step(seconds=seconds))
             continue
         try:
             steps.append(Step(keys=sysrq.check_keys(text)))
         except InputError:
-            raise InputError(f"{field}[{i}]: {text!r} is neither SysRq keys nor 'wait N'") \
-                from None
+            raise InputError(f"{field}[{i}]: {excerpt(text)} is neither SysRq keys nor "
+                             "'wait N'") from None
+    total = sum(step.seconds for step in steps)
+    if total > MAX_TOTAL_WAIT:
+        raise InputError(f"{field}: waits add up to {total:g} s; at most {MAX_TOTAL_WAIT} s "
+                         "in one sequence")
     return tuple(steps)
+
 
 
 def resolve(name, custom):
@@ -62,7 +74,7 @@ def resolve(name, custom):
     if name in BUILTIN:
         return parse(BUILTIN[name], f"sequence {name}")
     known = ", ".join(sorted({*BUILTIN, *custom}))
-    raise InputError(f"--sequence: {name!r} is not a sequence; known: {known}")
+    raise InputError(f"--sequence: {excerpt(name)} is not a sequence; known: {known}")
 
 
 def refuse_masked(steps, allow, target, what):

@@ -5,7 +5,7 @@ but not /proc/sysrq-trigger. Keys whose kernel operation has no enable bit (d, q
 keys that only print help) run only when the mask is 1 ("all").
 """
 
-from sysrq_appliance.errors import InputError
+from sysrq_appliance.errors import InputError, excerpt
 
 # allow-name -> (bit, keys it enables), from drivers/tty/sysrq.c enable_mask values
 FUNCTIONS = {
@@ -27,6 +27,8 @@ _ONLY_WITH_ALL = "dq"
 _HELP_KEYS = "aghvxy"
 
 KEYS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+MAX_KEYS = 32    # keys in one request: a rescue needs a handful
 
 # Keys after which the machine cannot answer: confirmation is impossible.
 NO_CONFIRMATION_KEYS = "bco"
@@ -64,9 +66,11 @@ def check_keys(keys, single=False):
     """Validate a request's keys against the kernel's key table; raise InputError if bad."""
     if not keys:
         raise InputError("KEYS: empty; give one or more SysRq keys, e.g. 's' or 'sub'")
+    if len(keys) > MAX_KEYS:
+        raise InputError(f"KEYS: {len(keys)} keys; at most {MAX_KEYS} in one request")
     bad = sorted({k for k in keys if k not in KEYS})
     if bad:
-        raise InputError(f"KEYS: {''.join(bad)!r} is not a SysRq key; use 0-9 or a-z "
+        raise InputError(f"KEYS: {excerpt(''.join(bad))} is not a SysRq key; use 0-9 or a-z "
                          "(see 'sysrq-appliance send --help')")
     if single and len(keys) != 1:
         raise InputError(f"KEYS: {keys!r} has {len(keys)} keys; the plain wire format "

@@ -15,9 +15,10 @@ import secrets
 from dataclasses import dataclass
 
 from sysrq_appliance import sysrq
-from sysrq_appliance.errors import InputError
+from sysrq_appliance.errors import InputError, excerpt
 
-SALT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SALT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")     # always used with fullmatch
+MAX_SEQNO = 2**63 - 1    # xt_SYSRQ keeps it in a signed long
 PLAIN_WARNING = ("warning: wire 'plain' (xtables-addons builds without crypto): the password "
                  "travels in the packet and xt_SYSRQ accepts any prefix of it; use 'hashed'")
 
@@ -48,13 +49,18 @@ def compute_digest(keys, seqno, salt, destination, password, hash_name="sha1"):
     return hashlib.new(hash_name, text).hexdigest()
 
 
+def check_salt(salt):
+    if not isinstance(salt, str) or not SALT_RE.fullmatch(salt):
+        raise InputError(f"--salt: {excerpt(salt)} is not allowed; use 1-64 of A-Z a-z 0-9 _ -")
+    return salt
+
+
 def build(keys, seqno, salt, destination, password, hash_name="sha1"):
     """The request that fires `keys` on the host at `destination`."""
     sysrq.check_keys(keys)
-    if not SALT_RE.match(salt):
-        raise InputError(f"--salt: {salt!r} is not allowed; use 1-64 of A-Z a-z 0-9 _ -")
-    if seqno < 1:
-        raise InputError(f"--seqno: {seqno} is not allowed; use a positive number")
+    check_salt(salt)
+    if not 1 <= seqno <= MAX_SEQNO:
+        raise InputError(f"--seqno: {seqno} is out of range; use 1 to {MAX_SEQNO}")
     return Request(keys, seqno, salt,
                    compute_digest(keys, seqno, salt, destination, password, hash_name))
 

@@ -403,6 +403,16 @@ def policy_msg(p: Policy) -> xfrm_userpolicy_info:
     return msg
 
 
+def socket_policy_bytes(p: Policy) -> bytes:
+    """The same policy as the IP_XFRM_POLICY socket option takes it: the 168-byte
+    xfrm_userpolicy_info followed by the 64-byte template, without netlink headers."""
+    msg = policy_msg(p)
+    msg.encode()
+    body = bytes(msg.data[16:16 + 168])          # after the 16-byte nlmsghdr
+    template = bytes(msg.data[16 + 168 + 4:16 + 168 + 4 + 64])   # after the 4-byte nlattr
+    return body + template
+
+
 def policy_id_msg(p: Policy) -> xfrm_userpolicy_id:
     """`ip xfrm policy delete|get SELECTOR dir DIR`."""
     return _new(xfrm_userpolicy_id, dir=DIRECTIONS.index(p.dir), **_selector_values(p.selector))

@@ -30,7 +30,7 @@ class Installation:
         self.sysctl.write_text("1\n")
         subprocess.run(["cp", "-a", f"{bundle}/{half or role}/.", str(self.etc)], check=True)
         cfg = self.etc / "appliance.yaml"
-        text = cfg.read_text().replace("@ETC@", str(self.etc))
+        text = cfg.read_text().replace("/@ETC@", str(self.etc))
         cfg.write_text(text + f"firewall:\n  backend: {backend}\n")
         self.config = cfg
 
@@ -70,6 +70,6 @@ def make_bundle(tmp_path, target="10.10.25.7", sender="10.10.25.1"):
     out = tmp_path / "bundle"
     subprocess.run(["/usr/bin/python3", "-m", "sysrq_appliance", "pair",
                     "--target", f"web1={target}", "--sender", f"admin1={sender}",
-                    "--out", str(out), "--etc-dir", "@ETC@"],
+                    "--out", str(out), "--etc-dir", "/@ETC@"],
                    check=True, capture_output=True, env=env())
     return out

@@ -161,7 +161,7 @@ def test_password_set_refuses_a_terminal_or_bad_value(tmp_path):
     result = cli("--config", str(etc / "appliance.yaml"), "password", "set",
                  input=b"x" * 64)
     assert result.returncode == 2
-    assert "has 64 bytes; xt_SYSRQ keeps at most 63" in result.stderr.decode()
+    assert "has more than 63 bytes; xt_SYSRQ keeps at most 63" in result.stderr.decode()
 
 
 @pytest.mark.parametrize("argv", [["send", "web1"], ["send", "web1", "s", "--sequence", "thaw"]])

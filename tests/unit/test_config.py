@@ -49,7 +49,7 @@ peers:
   - name: admin1
     address: 10.10.25.1
     spi_in: 0x5a000101
-    spi_out: "0x5a000102"
+    spi_out: 0x5a000102
     key_file: {d}/keys/admin1.key
     mac: AA:BB:CC:DD:EE:FF
 sysrq:

@@ -21,7 +21,7 @@ def test_generated_passwords_fit_the_module():
 
 @pytest.mark.parametrize("value,message", [
     (b"", "is empty"),
-    (b"x" * 64, "has 64 bytes; xt_SYSRQ keeps at most 63"),
+    (b"x" * 64, "has more than 63 bytes; xt_SYSRQ keeps at most 63"),
     (b"secret\n", "contains a newline"),
     (b"sec\0ret", "contains a NUL byte"),
     (b"sec,ret", "contains a comma"),

@@ -37,8 +37,15 @@ def test_keep_ahead_of_a_busy_sa(tmp_path):
     assert floors(tmp_path).floor(SPI) == live + sa_sequence.RESERVE
 
 
+def _floors_file(tmp_path, text, mode=0o600):
+    path = tmp_path / "esp-seq.json"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
 def test_exhausted_sequence_space_asks_for_new_keys(tmp_path):
-    (tmp_path / "esp-seq.json").write_text(f'{{"{SPI}": {sa_sequence.LIMIT - 10}}}')
+    _floors_file(tmp_path, f'{{"{SPI}": {sa_sequence.LIMIT - 10}}}')
     with pytest.raises(ApplianceError, match="used up its sequence numbers; make new keys"):
         floors(tmp_path).allocate([SPI])
 
@@ -59,3 +66,45 @@ def test_oseq_travels_as_xfrma_replay_val_and_round_trips():
         xfrm.State(state.src, state.dst, SPI, state.reqid, aead=state.aead)), xfrm.XFRM_MSG_NEWSA)
     assert len(plain) == len(data) - 16      # no attribute when there is nothing to continue
     assert state == xfrm.State(state.src, state.dst, SPI, state.reqid, aead=state.aead)
+
+
+@pytest.mark.parametrize("content", [
+    "", "{", "garbage", "[]", '{"x": 1}', f'{{"{SPI}": -1}}', f'{{"{SPI}": "5"}}',
+    f'{{"{SPI}": true}}', f'{{"{SPI}": 1.5}}', f'{{"{SPI}": {2**32}}}', '{"0": 5}',
+    f'{{"{2**32}": 5}}', '{"\u0661": 5}', "\udcff",
+])
+def test_damaged_floors_fail_closed_and_stay_as_they_are(tmp_path, content):
+    """A damaged file never reads as 'no floors' (that restarts counters: nonce reuse)."""
+    path = _floors_file(tmp_path, content.encode("utf-8", "surrogateescape").decode(
+        "latin-1"))
+    before = path.read_bytes()
+    with pytest.raises(sa_sequence.FloorsDamaged) as info:
+        floors(tmp_path)
+    message = str(info.value)
+    assert "no outbound SA is added" in message and "make new keys and SPIs" in message
+    assert info.value.exit_code == 2 and "\n" not in message
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o400])
+def test_floors_with_loose_mode_are_refused(tmp_path, mode):
+    _floors_file(tmp_path, f'{{"{SPI}": 5}}', mode)
+    with pytest.raises(sa_sequence.FloorsDamaged, match=f"has mode {mode:04o}; run: chmod"):
+        floors(tmp_path)
+
+
+def test_floors_symlink_and_fifo_are_refused(tmp_path):
+    import os
+    target = _floors_file(tmp_path, f'{{"{SPI}": 5}}')
+    os.rename(target, tmp_path / "real.json")
+    (tmp_path / "esp-seq.json").symlink_to(tmp_path / "real.json")
+    with pytest.raises(sa_sequence.FloorsDamaged, match="is a symlink"):
+        floors(tmp_path)
+    (tmp_path / "esp-seq.json").unlink()
+    os.mkfifo(tmp_path / "esp-seq.json", 0o600)
+    with pytest.raises(sa_sequence.FloorsDamaged, match="not a regular file"):
+        floors(tmp_path)
+
+
+def test_missing_floors_file_is_a_first_apply(tmp_path):
+    assert floors(tmp_path).allocate([SPI]) == {SPI: 0}

@@ -56,7 +56,7 @@ def test_bad_keys_are_refused(keys, message):
 def test_bad_salt_and_seqno_are_refused():
     with pytest.raises(InputError, match="--salt: 'a,b' is not allowed"):
         wire.build("s", 1, "a,b", "10.10.25.7", PASSWORD)
-    with pytest.raises(InputError, match="--seqno: 0 is not allowed"):
+    with pytest.raises(InputError, match="--seqno: 0 is out of range; use 1 to 9223372036854775807"):
         wire.build("s", 0, "salt", "10.10.25.7", PASSWORD)
 
 

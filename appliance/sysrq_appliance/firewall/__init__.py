@@ -24,7 +24,7 @@ import re
 import subprocess
 from typing import Protocol
 
-from sysrq_appliance.errors import ApplianceError, InputError
+from sysrq_appliance.errors import ApplianceError, InputError, excerpt
 
 CHAIN = "SYSRQ-APPLIANCE"
 JUMP = f"-A INPUT -j {CHAIN}"
@@ -125,11 +125,35 @@ def _render_peer(rule: PeerRule, family: int, target: str) -> str:
                    f" --hashlimit-htable-expire {LIMIT_EXPIRE_MS} -j {target}")
 
 
+def token(value: str, what: str) -> str:
+    """A field of a rule line: one word of printable characters, or InputError.
+
+    Defence in depth: the config already validates every field, but a restore script is a
+    program, and a newline in a field would be a line of someone else's choosing."""
+    if not isinstance(value, str) or not value or not value.isprintable() \
+            or any(c.isspace() for c in value):
+        raise InputError(f"firewall: {what} {excerpt(value)} holds whitespace or a control "
+                         "character; refusing to write it into a rule")
+    return value
+
+
+def check_script(lines: list[str]) -> list[str]:
+    """Every line of a restore script printable, with no line breaks inside."""
+    for line in lines:
+        if not line.isprintable():
+            raise InputError(f"firewall: refusing a restore line with a control character: "
+                             f"{excerpt(line)}")
+    return lines
+
+
 def _address(text: str, family: int) -> str:
+    token(text, "address")
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
         raise InputError(f"firewall: {text!r} is not an IP address") from None
+    if getattr(address, "scope_id", None):
+        raise InputError(f"firewall: {text!r} has a zone id; give the address alone")
     if address.version != family:
         raise InputError(f"firewall: {text} is not an IPv{family} address")
     return str(address)
@@ -142,7 +166,7 @@ def _port(port: int) -> int:
 
 
 def _mac(text: str) -> str:
-    mac = text.lower()
+    mac = token(text, "MAC").lower()
     if not _MAC.fullmatch(mac):
         raise InputError(f"firewall: {text!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
     return mac

@@ -14,7 +14,7 @@ chain and rule alone; the kernel applies the whole script at COMMIT or none of i
 from __future__ import annotations
 
 from sysrq_appliance.firewall import (CHAIN, ChainBackend, ChainSpec, ObservedChain,
-                                      jump_in_place, render, run)
+                                      check_script, jump_in_place, render, run)
 
 _RESTORE = {4: "iptables-nft-restore", 6: "ip6tables-nft-restore"}
 _DELETE_JUMP = f"-D INPUT -j {CHAIN}"
@@ -48,4 +48,4 @@ class NftBackend(ChainBackend):
 
 
 def _restore(family: int, script: list[str]) -> None:
-    run([_RESTORE[family], "--noflush"], stdin="\n".join(script) + "\n")
+    run([_RESTORE[family], "--noflush"], stdin="\n".join(check_script(script)) + "\n")

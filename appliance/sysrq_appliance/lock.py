@@ -1,0 +1,66 @@
+"""The one lock helper: who may change our state at a time, and who is waiting for whom.
+
+Every writer of secrets or kernel state (apply, down, password set/rotate) holds the
+state lock exclusively; read-only verbs (status, plan) hold it shared, so they never see
+half a change. A process that cannot get it within its wait says who holds it. The
+sender's sequence numbers have a lock file of their own, so an urgent `send` is never
+stuck behind a long `apply`.
+"""
+
+import contextlib
+import fcntl
+import os
+import time
+
+from sysrq_appliance.errors import ApplianceError, InputError
+from sysrq_appliance.secretfile import ensure_private_dir
+
+STATE = ".lock"
+SEQNO = ".seqno.lock"
+WRITER_WAIT = 60.0      # seconds: the re-apply timer and an admin may meet
+READER_WAIT = 10.0
+
+
+@contextlib.contextmanager
+def held(state_dir, purpose, name=STATE, shared=False, wait=None):
+    """Hold `state_dir`/`name`; `purpose` (e.g. "apply") is what a waiter is told."""
+    wait = (READER_WAIT if shared else WRITER_WAIT) if wait is None else wait
+    ensure_private_dir(state_dir, "--state-dir")
+    path = os.path.join(state_dir, name)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise InputError(f"--state-dir: cannot use the lock file {path}: {exc.strerror}") \
+            from None
+    try:
+        _acquire(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, wait, path)
+        if not shared:   # readers leave the last writer's name for whoever waits next
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {purpose}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _acquire(fd, operation, wait, path):
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise ApplianceError(f"{path} is held by {_holder(fd)} for more than "
+                                     f"{wait:g} s; try again when it has finished") from None
+            time.sleep(0.05)
+
+
+def _holder(fd):
+    """'pid 123 (apply)' as the last writer left it, if that process still runs."""
+    try:
+        pid, purpose = os.pread(fd, 200, 0).decode("ascii").split(None, 1)
+        if os.path.exists(f"/proc/{int(pid)}"):
+            return f"pid {int(pid)} ({purpose.strip()})"
+    except (ValueError, UnicodeDecodeError, OSError):
+        pass
+    return "another sysrq-appliance"
