@@ -154,7 +154,7 @@ def test_sender_policy_never_lets_the_request_out_in_plaintext(linked_netns, tmp
     assert "add policy out 10.10.25.1 -> 10.10.25.7 udp dport 9" in applied.stdout
     assert "add policy in 10.10.25.7 -> 10.10.25.1 icmp type 3 code 3" in applied.stdout
     sent = sender.cli("send", "web1", "s", "--wait", "0.3", "--count", "3")
-    assert sent.returncode == 0 and "not confirmed" in sent.stdout
+    assert sent.returncode == 1 and "refuses to send it in plaintext" in sent.stderr
     report = json.loads(target.cli("status", "--json", check=True).stdout)
     assert report["drop_rule"]["packets"] == 0 and report["peers"][0]["rule"]["packets"] == 0
     # Other traffic between the two hosts is untouched by our policies.

@@ -1,8 +1,11 @@
-"""The sender's confirmation, for real, between two throwaway namespaces.
+"""The sender, for real, between two throwaway namespaces.
 
-No xt_SYSRQ or IPsec here: what is proven is the mechanism the confirmation rests on. A UDP
-packet that reaches a closed port comes back as ICMP port-unreachable (confirmed); one that
-a firewall drops silently does not (not confirmed).
+This host's kernel has no ESP, so no SA can exist here. What is proven: `send` never lets a
+request out in plaintext (the kernel refuses it: the sending socket requires our SA), and
+the mechanism the confirmation rests on — a UDP packet that reaches a closed port comes back
+as ICMP port-unreachable (confirmed), one a firewall drops silently does not — using the
+sender's socket code without the IPsec requirement. The real-kernel tier proves the same
+through real ESP.
 """
 
 import os
@@ -33,23 +36,46 @@ def _send(ns, cfg, tmp_path, *extra):
                           capture_output=True, text=True, env=_env())
 
 
-def test_closed_port_answer_is_a_confirmation(linked_netns, tmp_path):
-    sender, target = linked_netns
-    cfg = _sender_config(tmp_path, sender, target)
-    result = _send(sender, cfg, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("confirmed: web1 accepted 'h'"), result.stdout
+def _mechanism(ns, *args):
+    """sender.send() without the IPsec requirement (reqid None), inside `ns`."""
+    code = ("import sys; from sysrq_appliance import sender; "
+            f"o = sender.send(b'h,1,x,00', '10.10.25.1', '10.10.25.7', 9, {args[0]}, "
+            f"{args[1]}); print(o.confirmed)")
+    return ns.run("env", f"PYTHONPATH={ROOT / 'appliance'}", "/usr/bin/python3", "-c", code)
 
 
-def test_silent_drop_is_not_confirmed(linked_netns, tmp_path):
+def _udp9_packets(target):
+    counted = target.run("iptables", "-L", "INPUT", "-v", "-x", "-n").stdout
+    return int(counted.splitlines()[2].split()[0])
+
+
+def test_send_never_leaves_in_plaintext_without_our_sa(linked_netns, tmp_path):
     sender, target = linked_netns
-    target.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP")
+    target.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9")   # a counter
     cfg = _sender_config(tmp_path, sender, target)
     result = _send(sender, cfg, tmp_path, "--wait", "0.3", "--count", "3")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("sent, not confirmed: no answer from web1 within 0.3 s")
-    counted = target.run("iptables", "-L", "INPUT", "-v", "-x", "-n").stdout
-    assert " 3 " in counted.splitlines()[2]  # all three copies reached the target's INPUT
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == ("sysrq-appliance: cannot send from 10.10.25.1 to 10.10.25.7:9: "
+                             "the kernel has no ESP SA of ours to send it through and refuses "
+                             "to send it in plaintext; run 'sysrq-appliance apply' on this "
+                             "host (and check 'status')\n")
+    assert result.stdout == ""
+    assert _udp9_packets(target) == 0
+    # The same packets without the socket's IPsec requirement do arrive: the counter works.
+    assert _mechanism(sender, 1, 0.3).stdout.strip() == "True"
+    assert _udp9_packets(target) == 1
+
+
+def test_closed_port_answer_is_a_confirmation(linked_netns):
+    sender, _ = linked_netns
+    assert _mechanism(sender, 1, 1.0).stdout.strip() == "True"
+
+
+def test_silent_drop_is_not_confirmed(linked_netns):
+    sender, target = linked_netns
+    target.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP")
+    assert _mechanism(sender, 3, 0.3).stdout.strip() == "False"
+    assert _udp9_packets(target) == 3   # all three copies reached the target's INPUT
 
 
 def test_send_from_an_address_not_on_this_host_fails_cleanly(make_netns, tmp_path):
