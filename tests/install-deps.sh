@@ -5,7 +5,8 @@ set -eu
 packages=""
 for tier in "$@"; do
     case "$tier" in
-        unit) packages="$packages python3-pyroute2 python3-iptables python3-yaml python3-pytest" ;;
+        unit) packages="$packages python3-pyroute2 python3-iptables python3-yaml python3-pytest
+                  python3-hypothesis" ;;
         netns) packages="$packages iptables iproute2 kmod mmdebstrap iputils-ping strace" ;;
         package) packages="$packages debhelper dh-python pybuild-plugin-pyproject python3-all
                   python3-setuptools python3-docutils python3-yaml lintian mmdebstrap fakeroot" ;;

@@ -32,6 +32,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
 
     def error(self, message):
+        # argparse quotes what it did not understand: escape control characters (a
+        # newline in an argument must not make a second line) and keep it short.
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        if len(message) > 300:
+            message = message[:297] + "..."
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         sys.exit(EXIT_INPUT)
 
@@ -246,13 +251,15 @@ def _password_set(args):
         if not args.peer:
             raise InputError("--peer: required on a sender; name the target this password is "
                              f"for ({', '.join(p.name for p in cfg.peers[:10])})")
-        path = cfg.find_peer(args.peer).password_file
+        path = cfg.find_peer(args.peer, "--peer").password_file
+        password.check_destination(path)
         with lock.held(args.state_dir, "password set"):
             password.store(path, new)
         print(f"stored the password for {args.peer} in {path}")
         return EXIT_OK
     if args.peer:
         raise InputError("--peer: only on a sender; a target has one password")
+    password.check_destination(cfg.password_file)
     with lock.held(args.state_dir, "password set"):
         _activate_target_password(cfg, new, args.sysfs_dir)
     return EXIT_OK
@@ -275,6 +282,7 @@ def _password_rotate(args):
     if cfg.role != "target":
         raise InputError(f"{cfg.path}: role: rotate runs on the target; on a sender use "
                          "'password set --peer NAME' with the file the target wrote")
+    password.check_destination(cfg.password_file)
     with lock.held(args.state_dir, "password rotate"):
         _activate_target_password(cfg, password.generate(args.length), args.sysfs_dir)
     return EXIT_OK
@@ -353,8 +361,21 @@ def _send_request(cfg, peer, secret, keys, fixed_seqno, args):
 
 def main(argv=None):
     """Run one command; every outcome is an exit code and at most one line on stderr."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        code = _main(argv)
+        sys.stdout.flush()    # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # `sysrq-appliance plan | head`: the reader left; say nothing more to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_RUNTIME
+
+
+def _main(argv):
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:   # --help, --version, or a usage error already printed
+        return exc.code
     try:
         return args.func(args)
     except InputError as exc:
@@ -364,9 +385,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         return EXIT_RUNTIME
     except BrokenPipeError:
-        # `sysrq-appliance plan | head`: the reader left; say nothing more to it.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_RUNTIME
+        raise
     except OSError as exc:
         if exc.errno in (errno.EPERM, errno.EACCES):
             where = f" ({exc.filename})" if exc.filename else ""

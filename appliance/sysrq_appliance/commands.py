@@ -3,7 +3,8 @@
 import os
 import sys
 
-from sysrq_appliance import config, controller, doctor, firewall, lock, status, system, xfrm
+from sysrq_appliance import (config, controller, doctor, firewall, lock, sa_sequence, status,
+                             system, xfrm)
 from sysrq_appliance.errors import ApplianceError
 
 FORCE_RISK = ("--force: installing the SYSRQ rule although doctor FAILs; with "
@@ -25,18 +26,24 @@ def run(args):
     else:
         cfg = config.load(args.config)
     ctx = context(args, cfg)
+    desired = None
+    if args.command in ("apply", "plan"):
+        # Every input (keys, password, ESP floors) is read and validated before anything,
+        # the lock file included, is touched: bad input leaves the system as it was.
+        desired = controller.desired_state(ctx)
+        sa_sequence.read_floors(sa_sequence.floors_path(ctx.paths.state_dir))
     backend = firewall.get_backend(ctx.backend_name)
     read_only = args.command in ("plan", "status")
     with lock.held(ctx.paths.state_dir, args.command, shared=read_only), \
             xfrm.XfrmSocket() as sock:
         if args.command == "plan":
-            controller.print_plan(controller.plan_changes(ctx, sock, backend))
+            controller.print_plan(controller.plan_changes(ctx, sock, backend, desired))
         elif args.command == "status":
             result = status.report(ctx, sock, backend)
             print(status.render_json(result) if args.json else status.render_text(result))
         elif args.command == "apply":
             _refuse_unless_healthy(args, cfg, ctx.paths)
-            controller.apply(ctx, sock, backend)
+            controller.apply(ctx, sock, backend, desired)
         elif args.command == "down":
             controller.down(ctx, sock, backend)
     return 0

@@ -67,7 +67,7 @@ class Config:
     def family(self):
         return ipaddress.ip_address(self.local).version
 
-    def find_peer(self, name_or_address):
+    def find_peer(self, name_or_address, field="TARGET"):
         for peer in self.peers:
             if name_or_address in (peer.name, peer.address):
                 return peer
@@ -81,7 +81,7 @@ class Config:
         names = ", ".join(p.name for p in self.peers)
         if len(self.peers) > 10:
             names = ", ".join(p.name for p in self.peers[:10]) + ", ..."
-        raise InputError(f"TARGET: {excerpt(name_or_address)} is not a peer in {self.path}; "
+        raise InputError(f"{field}: {excerpt(name_or_address)} is not a peer in {self.path}; "
                          f"known: {names}")
 
 
@@ -93,7 +93,7 @@ class _Reader:
 
     def fail(self, field, message):
         where = f"{self.path}: " if self.path else ""
-        raise InputError(f"{where}{field}: {message}")
+        raise InputError(f"{where}{field}: {message}" if field else f"{where}{message}")
 
     def mapping(self, value, field, allowed, required=()):
         if not isinstance(value, dict):
@@ -178,6 +178,8 @@ def secret_files(config):
 def parse(raw, path="<config>"):
     """Validate an already-parsed YAML document into a Config."""
     r = _Reader(path)
+    if raw is None:
+        r.fail("", "holds no settings; see sysrq-appliance(8), or run 'sysrq-appliance pair'")
     top = r.mapping(raw, "", ("role", "local", "peers", "ipsec", "sysrq", "firewall",
                               "sequences"), required=("role", "local", "peers"))
     role = r.choice(top["role"], "role", ROLES)

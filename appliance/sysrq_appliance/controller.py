@@ -217,15 +217,16 @@ def _firewall_steps(backend, spec, chains):
 
 # ------------------------------------------------------------------------------ verbs
 
-def plan_changes(ctx, sock, backend):
-    return changes(ctx, desired_state(ctx), observe(ctx, sock, backend), sock, backend)
+def plan_changes(ctx, sock, backend, desired=None):
+    return changes(ctx, desired or desired_state(ctx), observe(ctx, sock, backend), sock,
+                   backend)
 
 
-def apply(ctx, sock, backend, report=print):
+def apply(ctx, sock, backend, desired=None, report=print):
     observed = observe(ctx, sock, backend)
     sa_sequence.Floors(ctx.paths.state_dir).keep_ahead(
         {s.spi: s.oseq for s, _ in observed.states if s.src == ctx.cfg.local})
-    steps = changes(ctx, desired_state(ctx), observed, sock, backend)
+    steps = changes(ctx, desired or desired_state(ctx), observed, sock, backend)
     if not steps:
         report("nothing to change: the kernel matches the config")
         return 0

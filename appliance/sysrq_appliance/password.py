@@ -7,7 +7,8 @@ import stat
 import string
 
 from sysrq_appliance.errors import ApplianceError, InputError
-from sysrq_appliance.secretfile import open_regular, read_secret, write_secret
+from sysrq_appliance.secretfile import (check_private_dir, check_secret_file, open_regular,
+                                        read_secret, write_secret)
 
 MAX_BYTES = 63            # the module keeps a 64-byte buffer with its NUL; longer -> ENOSPC
 DEFAULT_LENGTH = 32
@@ -54,6 +55,16 @@ def read_new(path):
     with os.fdopen(fd, "rb") as f:
         data = f.read(MAX_BYTES + 1)
     return validate(data, f"--file {path}")
+
+
+def check_destination(path):
+    """Refuse, before anything changes, a place `store` would refuse to write: a directory
+    that is not private, or an existing file that is not a proper secret."""
+    directory = os.path.dirname(path)
+    if os.path.lexists(directory):
+        check_private_dir(directory, path)
+    if os.path.lexists(path):
+        check_secret_file(path, path)
 
 
 def store(path, password):

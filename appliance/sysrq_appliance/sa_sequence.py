@@ -30,7 +30,7 @@ class Floors:
     SA: a fleet of 1000 targets re-adds 1000 outbound SAs after a reboot)."""
 
     def __init__(self, state_dir):
-        self.path = os.path.join(state_dir, "esp-seq.json")
+        self.path = floors_path(state_dir)
         self.floors = read_floors(self.path)
 
     def floor(self, spi):
@@ -62,6 +62,10 @@ class Floors:
         (0 means the kernel did not say: keep the reserved floor.)"""
         self._store({spi: oseq + SETTLE_MARGIN for spi, oseq in last.items()
                      if 0 < oseq and oseq + SETTLE_MARGIN < self.floor(spi)})
+
+
+def floors_path(state_dir):
+    return os.path.join(state_dir, "esp-seq.json")
 
 
 def read_floors(path):

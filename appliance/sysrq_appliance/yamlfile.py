@@ -11,6 +11,7 @@
   Anything else stays a string, and the schema says what it wanted.
 """
 
+import errno
 import os
 import re
 import stat
@@ -96,7 +97,9 @@ def read_text(path):
                          "/etc/sysrq-appliance/appliance.yaml.example or run "
                          "'sysrq-appliance pair'") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        hint = "; run as root (e.g. sudo sysrq-appliance ...)" if exc.errno == errno.EACCES \
+            else ""
+        raise InputError(f"{path}: cannot read: {exc.strerror}{hint}") from None
     try:
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"{path}: not a regular file; give the config file itself")

@@ -53,6 +53,9 @@ RAW = {
 }
 
 
+STDIN = {"megabytes": lambda: b"x" * (8 << 20)}
+
+
 def load_cases(path=HERE / "cases.yaml"):
     with open(path, encoding="utf-8") as f:
         cases = yaml.safe_load(f)
@@ -208,8 +211,11 @@ def execute(case, directory, prefix=(), extra=()):
     if not case.get("bare"):
         argv = scratch.globals() + list(extra) + argv
     stdin = case.get("stdin")
-    result = run([*PROGRAM, *argv], prefix=prefix,
-                 input=None if stdin is None else stdin.encode("utf-8", "surrogateescape"))
+    if "stdin_generator" in case:
+        stdin = STDIN[case["stdin_generator"]]()
+    elif stdin is not None:
+        stdin = stdin.encode("utf-8", "surrogateescape")
+    result = run([*PROGRAM, *argv], prefix=prefix, input=stdin)
     return scratch, result, before, snapshot(scratch.dir)
 
 

@@ -154,3 +154,24 @@ def test_get_backend_by_name():
     assert fw.get_backend("legacy").name == "legacy"  # python-iptables is loaded only on use
     with pytest.raises(InputError, match="auto, nft or legacy"):
         fw.get_backend("iptables")
+
+
+@pytest.mark.parametrize("field,value", [
+    ("peer", "2001:db8::1%x\n-A INPUT -j ACCEPT"), ("peer", "fe80::1%eth0"),
+    ("local", "10.10.25.7 -j ACCEPT"), ("local", "10.10.25.7\n"), ("mac", "aa:bb:cc:dd:ee:ff\n"),
+    ("mac", "aa:bb:cc:dd:ee:ff -j ACCEPT"),
+])
+def test_a_field_with_whitespace_or_a_zone_never_reaches_a_rule(field, value):
+    """Defence in depth behind config validation: a restore script is a program."""
+    family = 6 if ":" in value and field != "mac" else 4
+    peer, local = ("2001:db8::1", "2001:db8::7") if family == 6 else ("10.10.25.1", "10.10.25.7")
+    rule = fw.PeerRule(**{"peer": peer, "local": local, "port": 9, field: value})
+    with pytest.raises(InputError):
+        fw.render(fw.ChainSpec(family, (rule,), 9))
+
+
+def test_restore_scripts_refuse_control_characters():
+    assert fw.check_script(["*filter", "COMMIT"]) == ["*filter", "COMMIT"]
+    for line in ("-A X -j ACCEPT\n-A INPUT -j ACCEPT", "-A X\r", "-A X\x00"):
+        with pytest.raises(InputError, match="control character"):
+            fw.check_script(["*filter", line, "COMMIT"])
