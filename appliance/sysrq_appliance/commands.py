@@ -54,6 +54,8 @@ def _doctor(args):
                                with_sa=not args.without_esp)
     for check in checks:
         print(check)
+    if checks and checks[0].name == "config" and checks[0].level == doctor.FAIL:
+        return 2   # bad input, said in that one line; the host was not examined
     return 1 if doctor.failures(checks) else 0
 
 

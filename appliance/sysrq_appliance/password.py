@@ -8,7 +8,7 @@ import string
 
 from sysrq_appliance.errors import ApplianceError, InputError
 from sysrq_appliance.secretfile import (check_private_dir, check_secret_file, open_regular,
-                                        read_secret, write_secret)
+                                        read_secret, read_small, write_secret)
 
 MAX_BYTES = 63            # the module keeps a 64-byte buffer with its NUL; longer -> ENOSPC
 DEFAULT_LENGTH = 32
@@ -76,8 +76,8 @@ def module_loaded(sysfs_dir=SYSFS_PARAMETERS):
 
 
 def read_kernel_password(sysfs_dir=SYSFS_PARAMETERS):
-    with open(os.path.join(sysfs_dir, "password"), "rb") as f:
-        return f.read().rstrip(b"\n")  # sysfs prints a newline after the string
+    # sysfs prints a newline after the string
+    return read_small(os.path.join(sysfs_dir, "password"), 4096).rstrip(b"\n")
 
 
 def write_kernel_password(password, sysfs_dir=SYSFS_PARAMETERS):

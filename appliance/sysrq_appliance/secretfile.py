@@ -78,6 +78,16 @@ def open_regular(path):
     return fd, os.fstat(fd)
 
 
+def read_small(path, limit=4096):
+    """The bytes of a small regular file (a sysfs or procfs value, one of our state files):
+    never blocks on a FIFO, never reads more than `limit`. OSError if it cannot."""
+    fd, st = open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return f.read(limit)
+
+
 def read_bounded(fd, limit, where):
     """Read all of `fd` (closing it) but refuse more than `limit` bytes."""
     with os.fdopen(fd, "rb") as f:
@@ -141,6 +151,9 @@ def check_private_dir(path, field):
     if not stat.S_ISDIR(st.st_mode):
         raise InputError(f"{field}: {path} exists and is not a directory; give a directory")
     if st.st_uid != os.geteuid():
+        if st.st_uid == 0:
+            raise InputError(f"{field}: {path} belongs to root; run as root (e.g. sudo "
+                             "sysrq-appliance ...)")
         raise InputError(f"{field}: {path} is owned by uid {st.st_uid}; give a new directory "
                          f"or run: chown {os.geteuid()}: {path}")
     if stat.S_IMODE(st.st_mode) != DIR_MODE:

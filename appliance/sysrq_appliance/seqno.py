@@ -10,14 +10,14 @@ check: anything above LIMIT wraps and is never accepted again, so no number we s
 remember may pass it (MAX_CHOSEN leaves room for later sends above a chosen one).
 """
 
+import errno
 import os
 import re
-import stat
 import sys
 
 from sysrq_appliance import lock, wire
 from sysrq_appliance.errors import ApplianceError, InputError
-from sysrq_appliance.secretfile import open_regular, write_secret
+from sysrq_appliance.secretfile import read_small, write_secret
 
 DEFAULT_STATE_DIR = "/var/lib/sysrq-appliance"
 CLOCK_ALLOWANCE = 10   # seconds a sender's clock may lag the target's
@@ -51,13 +51,13 @@ def read_last(state_dir, target):
     clock (always above what the target accepted, unless numbers were chosen by hand)."""
     path = _path(state_dir, target)
     try:
-        fd, st = open_regular(path)
+        text = read_small(path, 32)
     except FileNotFoundError:
         return 0
     except OSError as exc:
-        raise InputError(f"--state-dir: cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        text = f.read(32) if stat.S_ISREG(st.st_mode) else b""
+        if exc.errno != errno.EINVAL:   # EINVAL: not a regular file, i.e. damaged
+            raise InputError(f"--state-dir: cannot read {path}: {exc.strerror}") from None
+        text = b""
     if re.fullmatch(rb"[0-9]{1,19}\n?", text) and int(text) <= LIMIT:
         return int(text)
     print(f"warning: {path} is damaged; the next sequence number comes from the clock",

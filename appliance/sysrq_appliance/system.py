@@ -8,10 +8,10 @@ import re
 import subprocess
 from dataclasses import dataclass
 
-from sysrq_appliance.errors import ApplianceError
+from sysrq_appliance.errors import ApplianceError, excerpt
 from sysrq_appliance import password
 from sysrq_appliance.password import SYSFS_PARAMETERS
-from sysrq_appliance.secretfile import write_secret
+from sysrq_appliance.secretfile import read_small, write_secret
 from sysrq_appliance.seqno import DEFAULT_STATE_DIR
 
 MIN_SAFE_XTABLES_ADDONS = (3, 26)   # 3.23-3.25: xt_SYSRQ corrupts the stack (kernel panic)
@@ -35,9 +35,8 @@ def module_loaded(paths):
 
 def module_hash(paths):
     try:
-        with open(os.path.join(paths.sysfs_dir, "hash"), encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
+        return read_small(os.path.join(paths.sysfs_dir, "hash")).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
         return None
 
 
@@ -62,14 +61,15 @@ def unload_module():
 
 def read_sysrq(paths):
     try:
-        with open(paths.sysctl, encoding="ascii") as f:
-            text = f.read().strip()
+        text = read_small(paths.sysctl).decode("ascii", "replace").strip()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise ApplianceError(f"cannot read {paths.sysctl}: {exc.strerror}") from None
     try:
         return int(text, 0)
     except ValueError:
-        raise ApplianceError(f"{paths.sysctl}: {text!r} is not a number; write the value you "
+        raise ApplianceError(f"{paths.sysctl}: {excerpt(text)} is not a number; write the value you "
                              "want there (e.g. 176) and run apply again") from None
 
 
@@ -87,10 +87,12 @@ def write_sysrq(paths, mask):
 
 def saved_sysrq(paths):
     try:
-        with open(paths.saved_sysctl, encoding="ascii") as f:
-            return int(f.read().strip())
-    except (FileNotFoundError, ValueError):
+        text = read_small(paths.saved_sysctl, 32)
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise ApplianceError(f"cannot read {paths.saved_sysctl}: {exc.strerror}") from None
+    return int(text) if re.fullmatch(rb"[0-9]{1,10}\n?", text) else None
 
 
 def save_sysrq(paths, mask):

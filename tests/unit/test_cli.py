@@ -226,3 +226,12 @@ def test_send_imports_neither_pyroute2_nor_iptc(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env)
     assert result.returncode == 0, text(result)
     assert "HEAVY []" in result.stdout.decode()
+
+
+def test_doctor_with_a_bad_config_is_bad_input_in_one_line(tmp_path):
+    cfg = tmp_path / "appliance.yaml"
+    cfg.write_text("role: target\nrole: sender\n")
+    result = cli("--config", str(cfg), "doctor")
+    assert result.returncode == 2
+    assert result.stdout.decode().splitlines() == [
+        f"FAIL config: {cfg}: line 2: duplicate key 'role'; a key may appear once in a mapping"]
