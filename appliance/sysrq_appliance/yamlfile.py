@@ -59,13 +59,18 @@ class _StrictConstructor(SafeConstructor):
 _StrictConstructor.add_constructor("tag:yaml.org,2002:map", SafeConstructor.construct_yaml_map)
 _StrictConstructor.add_constructor(None, SafeConstructor.construct_undefined)
 
-if hasattr(yaml, "CParser"):    # libyaml: 10x faster on a fleet config
-    class _Loader(yaml.CParser, _StrictConstructor, _Resolver):
+try:
+    from yaml.cyaml import CParser   # libyaml: 10x faster on a fleet config
+except ImportError:                  # pragma: no cover - Debian's python3-yaml has libyaml
+    CParser = None
+
+if CParser is not None:
+    class _Loader(CParser, _StrictConstructor, _Resolver):
         def __init__(self, stream):
-            yaml.CParser.__init__(self, stream)
+            CParser.__init__(self, stream)
             _StrictConstructor.__init__(self)
             _Resolver.__init__(self)
-else:                           # pragma: no cover - Debian's python3-yaml has libyaml
+else:                                # pragma: no cover
     class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser,
                   yaml.composer.Composer, _StrictConstructor, _Resolver):
         def __init__(self, stream):

@@ -132,14 +132,15 @@ def test_password_never_appears_in_any_output_or_argv(tmp_path):
     sysfs = tmp_path / "parameters"
     sysfs.mkdir()
     (sysfs / "password").write_bytes(b"")
-    assert run("--config", str(etc_t / "appliance.yaml"), "--sysfs-dir", str(sysfs),
+    state = ("--state-dir", str(tmp_path / "state"))
+    assert run("--config", str(etc_t / "appliance.yaml"), "--sysfs-dir", str(sysfs), *state,
                "password", "set", input=new).returncode == 0
     assert (sysfs / "password").read_bytes() == new
-    assert run("--config", str(sender_cfg), "password", "set", "--peer", "web1",
+    assert run("--config", str(sender_cfg), *state, "password", "set", "--peer", "web1",
                input=new).returncode == 0
     assert run("--config", str(sender_cfg), "--state-dir", str(tmp_path / "state"),
                "send", "web1", "s", "--dry-run").returncode == 0
-    assert run("--config", str(etc_t / "appliance.yaml"), "--sysfs-dir", str(sysfs),
+    assert run("--config", str(etc_t / "appliance.yaml"), "--sysfs-dir", str(sysfs), *state,
                "password", "rotate").returncode == 0
     rotated = (etc_t / "password").read_bytes()
     assert rotated not in (new, paired) and (sysfs / "password").read_bytes() == rotated
