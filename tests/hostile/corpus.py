@@ -162,6 +162,8 @@ _OPS = {
     "write": _write,
     "append": lambda s, path, text: open(path, "a").write(text),
     "devnull": lambda s, path: (_remove(path), os.symlink("/dev/zero", path)),
+    "mknod": lambda s, path: (_remove(path), os.mknod(path, stat.S_IFCHR | 0o600,
+                                                      os.makedev(1, 5))),   # /dev/zero
     "rename": lambda s, old, new: os.rename(old, new),
 }
 
