@@ -10,6 +10,7 @@ import ipaddress
 from sysrq_appliance.errors import excerpt
 
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")    # deprecated (RFC 3879), scoped like fe80
 _BROADCAST = ipaddress.ip_address("255.255.255.255")
 
 
@@ -46,10 +47,12 @@ def _not_a_host(address):
             return "in 0.0.0.0/8 ('this network')"
         if address.is_reserved:
             return "reserved (240.0.0.0/4)"
+        if address.is_link_local:
+            return "link-local (169.254.0.0/16: not routed, changes with the link)"
         return None
     if address.ipv4_mapped is not None:
         return "an IPv4-mapped IPv6 address (write the IPv4 address)"
-    if address.is_link_local:
+    if address.is_link_local or address in _SITE_LOCAL:
         return "link-local (needs a zone id, which a tunnel endpoint cannot have)"
     if address.is_reserved:
         return "in a reserved IPv6 range"

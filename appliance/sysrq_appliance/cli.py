@@ -4,6 +4,7 @@ import argparse
 import errno
 import os
 import re
+import signal
 import sys
 import time
 import traceback
@@ -29,7 +30,12 @@ exit codes: 0 ok, 1 runtime failure, 2 bad input (nothing was changed),
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and exit code 2."""
+    """argparse with one-line errors and exit code 2, and no abbreviated options (`--f`
+    must never mean --force)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         # argparse quotes what it did not understand: escape control characters (a
@@ -46,6 +52,13 @@ def _path(text):
     if not text or not text.isprintable():
         raise argparse.ArgumentTypeError("not a usable path (empty, or holds a control "
                                          "character)")
+    return text
+
+
+def _target_name(text):
+    """--firewall-target: an iptables target name, checked before anything is touched."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,28}", text):
+        raise argparse.ArgumentTypeError(f"{excerpt(text)} is not an iptables target name")
     return text
 
 
@@ -93,6 +106,7 @@ def build_parser():
                          type=_path,
                          help="the kernel.sysrq file (default: %(default)s)")
     testing.add_argument("--firewall-target", default="SYSRQ", metavar="TARGET",
+                         type=_target_name,
                          help="iptables target of the peer rules (default: %(default)s)")
     testing.add_argument("--without-esp", action="store_true",
                          help="program policies and rules but no SAs (kernels without ESP)")
@@ -239,8 +253,25 @@ def _read_new_password(args):
     if sys.stdin is None or sys.stdin.isatty():
         raise InputError("password set: give the password on stdin or with --file "
                          "(never as an argument)")
-    # One byte more than the module keeps: enough to say "too long", never a MemoryError.
-    return password.validate(sys.stdin.buffer.read(password.MAX_BYTES + 1), "stdin")
+    return password.validate(_read_stdin(password.MAX_BYTES + 1), "stdin")
+
+
+def _read_stdin(limit, timeout=30.0):
+    """Up to `limit` bytes of stdin until its end: enough to say "too long", never a
+    MemoryError, and never a hang on a writer that does not close (`(printf x; sleep 1d) |`)."""
+    import select
+    fd, data = sys.stdin.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while len(data) < limit:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise InputError(f"stdin: no end of input after {timeout:g} s; pipe the password "
+                             "and close (printf '%s' \"$NEW\" | ...), or use --file")
+        chunk = os.read(fd, limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _password_set(args):
@@ -361,14 +392,25 @@ def _send_request(cfg, peer, secret, keys, fixed_seqno, args):
 
 def main(argv=None):
     """Run one command; every outcome is an exit code and at most one line on stderr."""
+    umask = os.umask(0o077)   # what we create is ours alone, whatever umask we were given
+    sigterm = signal.signal(signal.SIGTERM, _interrupt)   # a stop mid-apply undoes like ^C
     try:
         code = _main(argv)
-        sys.stdout.flush()    # a closed pipe shows here, not in the interpreter's exit
+        if sys.stdout is not None:
+            sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's exit
         return code
-    except BrokenPipeError:
-        # `sysrq-appliance plan | head`: the reader left; say nothing more to it.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (BrokenPipeError, OSError, ValueError):
+        # `sysrq-appliance plan | head`, stdout closed or full: the reader cannot hear more.
+        if sys.stdout is not None:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_RUNTIME
+    finally:
+        os.umask(umask)
+        signal.signal(signal.SIGTERM, sigterm)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _main(argv):
@@ -383,7 +425,7 @@ def _main(argv):
     except ApplianceError as exc:
         return _fail(exc, EXIT_RUNTIME)
     except KeyboardInterrupt:
-        return EXIT_RUNTIME
+        return _fail("interrupted", EXIT_RUNTIME)
     except BrokenPipeError:
         raise
     except OSError as exc:

@@ -21,8 +21,11 @@ def context(args, cfg):
 def run(args):
     if args.command == "doctor":
         return _doctor(args)
-    if args.command == "down" and not os.path.exists(args.config):
-        cfg = None   # still remove whatever of ours is there (package removal, lost config)
+    if args.command == "down" and args.config == config.DEFAULT_PATH \
+            and not os.path.lexists(args.config):
+        # Still remove whatever of ours is there (package removal, a lost config); but a
+        # --config that names nothing is a typo, not a reason to tear everything down.
+        cfg = None
     else:
         cfg = config.load(args.config)
     ctx = context(args, cfg)

@@ -146,7 +146,10 @@ class _Reader:
 
 
 def _join(field, key):
-    key = key if isinstance(key, str) and len(key) <= 40 else excerpt(key)
+    # A key is printed as written only when it is a plain word; anything else (control
+    # characters, escape sequences, a long pasted value) is shown quoted and cut.
+    key = key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", key) \
+        else excerpt(key)
     return f"{field}.{key}" if field else key
 
 
@@ -156,11 +159,25 @@ def load(path=DEFAULT_PATH, secret_owner=None, check_secrets=True):
 
     Secret files must belong to `secret_owner` (default: whoever runs us, i.e. root)."""
     config = parse(yamlfile.load(path), path)
+    _refuse_shared_files(config, path)
     if check_secrets:
         owner = os.geteuid() if secret_owner is None else secret_owner
         for field, secret in secret_files(config):
             check_secret_file(secret, f"{path}: {field}", owner)
     return config
+
+
+def _refuse_shared_files(config, path):
+    """Each secret in a file of its own, none of them the config: a password written over
+    the config or the keys, or one key file for two peers (two SA pairs on one AES-GCM key
+    with independent counters: nonce reuse) must never happen."""
+    seen = {os.path.realpath(path): "the config file itself"}
+    for field, secret in secret_files(config):
+        real = os.path.realpath(secret)
+        if real in seen:
+            raise InputError(f"{path}: {field}: {secret} is also {seen[real]}; every secret "
+                             "needs a file of its own")
+        seen[real] = field
 
 
 def secret_files(config):
@@ -180,6 +197,10 @@ def parse(raw, path="<config>"):
     r = _Reader(path)
     if raw is None:
         r.fail("", "holds no settings; see sysrq-appliance(8), or run 'sysrq-appliance pair'")
+    if not isinstance(raw, dict):
+        # Never quote it: --config may name a key or password file by mistake.
+        r.fail("", f"is not a config file: its top level is a {type(raw).__name__}, not a "
+               "mapping of fields (role, local, peers, ...)")
     top = r.mapping(raw, "", ("role", "local", "peers", "ipsec", "sysrq", "firewall",
                               "sequences"), required=("role", "local", "peers"))
     role = r.choice(top["role"], "role", ROLES)
@@ -213,6 +234,8 @@ def parse(raw, path="<config>"):
 def _parse_sequences(r, value):
     if not isinstance(value, dict):
         r.fail("sequences", f"expected a mapping of name to steps, got {excerpt(value)}")
+    if len(value) > sequences.MAX_SEQUENCES:
+        r.fail("sequences", f"{len(value)} sequences; at most {sequences.MAX_SEQUENCES}")
     parsed = []
     for name, steps in value.items():
         if not isinstance(name, str) or not sequences.NAME_RE.fullmatch(name):

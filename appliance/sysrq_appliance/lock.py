@@ -10,6 +10,7 @@ stuck behind a long `apply`.
 import contextlib
 import fcntl
 import os
+import stat
 import time
 
 from sysrq_appliance.errors import ApplianceError, InputError
@@ -22,16 +23,26 @@ READER_WAIT = 10.0
 
 
 @contextlib.contextmanager
-def held(state_dir, purpose, name=STATE, shared=False, wait=None):
-    """Hold `state_dir`/`name`; `purpose` (e.g. "apply") is what a waiter is told."""
+def held(state_dir, purpose, name=STATE, shared=False, wait=None, field="--state-dir"):
+    """Hold `state_dir`/`name`; `purpose` (e.g. "apply") is what a waiter is told.
+
+    A reader of a state directory that does not exist yet has nothing to wait for, and
+    creates nothing."""
     wait = (READER_WAIT if shared else WRITER_WAIT) if wait is None else wait
-    ensure_private_dir(state_dir, "--state-dir")
+    if shared and not os.path.lexists(state_dir):
+        yield
+        return
+    ensure_private_dir(state_dir, field)
     path = os.path.join(state_dir, name)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise InputError(f"--state-dir: cannot use the lock file {path}: {exc.strerror}") \
+        raise InputError(f"{field}: cannot use the lock file {path}: {exc.strerror}") \
             from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{field}: the lock file {path} is not a regular file; remove it")
     try:
         _acquire(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, wait, path)
         if not shared:   # readers leave the last writer's name for whoever waits next

@@ -12,10 +12,11 @@ import secrets
 
 import yaml
 
-from sysrq_appliance import addresses, config, esp_keys, password
+from sysrq_appliance import addresses, config, esp_keys, lock, password
 from sysrq_appliance.config import DEFAULT_ALGORITHM, NAME_RE, SPI_MIN
 from sysrq_appliance.errors import InputError, excerpt
-from sysrq_appliance.secretfile import check_path_text, ensure_private_dir, write_secret
+from sysrq_appliance.secretfile import (check_path_text, check_private_dir, ensure_private_dir,
+                                        write_secret)
 
 ETC_DIR = "/etc/sysrq-appliance"
 
@@ -92,29 +93,59 @@ def write_bundle(target, sender, out, algorithm=DEFAULT_ALGORITHM, port=9, etc_d
         raise InputError("--target/--sender: the two hosts need different addresses")
     ensure_private_dir(out, "--out")    # never chmods what exists: /tmp stays /tmp
     halves = os.path.join(out, "target"), os.path.join(out, "sender")
+    files = _bundle(target, sender, halves, algorithm, port, etc_dir, allow)
+    _refuse_overwrite(halves, force)
+    for path in files:   # every place is checked before the first byte is written
+        _check_writable(path, os.path.dirname(out))
+    with lock.held(out, "pair", field="--out"):   # two pairs into one --out would mix
+        _refuse_overwrite(halves, force)
+        for path, data in files.items():
+            write_secret(path, data, field="--out")
+    return halves
+
+
+def _refuse_overwrite(halves, force):
     existing = [h for h in halves if os.path.lexists(h)]
     if existing and not force:
-        raise InputError(f"--out: {existing[0]} exists already; use another --out or --force "
-                         "to overwrite (the old keys stop working)")
+        raise InputError(f"--out: {existing[0]} exists already; use another --out or "
+                         "--force to overwrite (the old keys stop working)")
+
+
+def _check_writable(path, top):
+    directory = os.path.dirname(path)
+    while directory != top:
+        if os.path.lexists(directory):
+            check_private_dir(directory, "--out")
+        directory = os.path.dirname(directory)
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise InputError(f"--out: {path} is a directory; remove it or use another --out")
+
+
+def _bundle(target, sender, halves, algorithm, port, etc_dir, allow):
+    """path -> content of every file of the bundle (pure but for the random keys)."""
+    (t_name, t_addr), (s_name, s_addr) = target, sender
     to_target, to_sender = _spis(2)       # SPI of the SA carrying sender->target, and back
     keys = esp_keys.generate(algorithm)   # as seen from the target
     sysrq_password = password.generate()
     t_dir, s_dir = halves
-    write_secret(os.path.join(t_dir, "appliance.yaml"), render_config(
-        "target", t_addr, dict(name=s_name, address=s_addr, spi_in=to_target, spi_out=to_sender,
-                               key_file=f"{etc_dir}/keys/{s_name}.key"),
-        algorithm, port, {"password_file": f"{etc_dir}/password", "allow": _Names(allow)}
-    ).encode())
-    write_secret(os.path.join(t_dir, "keys", f"{s_name}.key"),
-                 esp_keys.render(keys, s_name, algorithm))
-    write_secret(os.path.join(t_dir, "password"), sysrq_password)
-    write_secret(os.path.join(s_dir, "appliance.yaml"), render_config(
-        "sender", s_addr, dict(name=t_name, address=t_addr, spi_in=to_sender, spi_out=to_target,
-                               key_file=f"{etc_dir}/keys/{t_name}.key",
-                               password_file=f"{etc_dir}/passwords/{t_name}",
-                               allow=_Names(allow)),   # the target's sysrq.allow
-        algorithm, port).encode())
-    write_secret(os.path.join(s_dir, "keys", f"{t_name}.key"),
-                 esp_keys.render(keys.swapped(), t_name, algorithm))
-    write_secret(os.path.join(s_dir, "passwords", t_name), sysrq_password)
-    return t_dir, s_dir
+    paths = {"t_key": f"{etc_dir}/keys/{s_name}.key", "t_pw": f"{etc_dir}/password",
+             "s_key": f"{etc_dir}/keys/{t_name}.key", "s_pw": f"{etc_dir}/passwords/{t_name}"}
+    for value in paths.values():
+        check_path_text(value, "--etc-dir")   # the configs must load on the hosts
+    return {
+        os.path.join(t_dir, "appliance.yaml"): render_config(
+            "target", t_addr, dict(name=s_name, address=s_addr, spi_in=to_target,
+                                   spi_out=to_sender, key_file=paths["t_key"]),
+            algorithm, port, {"password_file": paths["t_pw"], "allow": _Names(allow)}).encode(),
+        os.path.join(t_dir, "keys", f"{s_name}.key"): esp_keys.render(keys, s_name, algorithm),
+        os.path.join(t_dir, "password"): sysrq_password,
+        os.path.join(s_dir, "appliance.yaml"): render_config(
+            "sender", s_addr, dict(name=t_name, address=t_addr, spi_in=to_sender,
+                                   spi_out=to_target, key_file=paths["s_key"],
+                                   password_file=paths["s_pw"],
+                                   allow=_Names(allow)),   # the target's sysrq.allow
+            algorithm, port).encode(),
+        os.path.join(s_dir, "keys", f"{t_name}.key"): esp_keys.render(keys.swapped(), t_name,
+                                                                      algorithm),
+        os.path.join(s_dir, "passwords", t_name): sysrq_password,
+    }

@@ -8,7 +8,7 @@ import string
 
 from sysrq_appliance.errors import ApplianceError, InputError
 from sysrq_appliance.secretfile import (check_private_dir, check_secret_file, open_regular,
-                                        read_secret, read_small, write_secret)
+                                        read_secret, read_small, write_secret, write_value)
 
 MAX_BYTES = 63            # the module keeps a 64-byte buffer with its NUL; longer -> ENOSPC
 DEFAULT_LENGTH = 32
@@ -84,11 +84,7 @@ def write_kernel_password(password, sysfs_dir=SYSFS_PARAMETERS):
     """One write() of the exact bytes, no newline, then read back and compare."""
     path = os.path.join(sysfs_dir, "password")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # as the shell's `echo -n >` opens it
-        try:
-            written = os.write(fd, password)
-        finally:
-            os.close(fd)
+        written = write_value(path, password)   # as the shell's `echo -n >` opens it
     except OSError as exc:
         hint = " (longer than the module accepts)" if exc.errno == errno.ENOSPC else ""
         raise ApplianceError(f"cannot write {path}: {exc.strerror}{hint}") from None

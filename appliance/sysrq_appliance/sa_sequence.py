@@ -88,11 +88,18 @@ def read_floors(path):
             "then apply") from None
 
 
+def _unique(pairs):
+    keys = [key for key, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValueError("duplicate key")   # which floor would count? neither: damaged
+    return dict(pairs)
+
+
 def parse_floors(data):
     """Pure: the file's bytes -> {spi: floor}; InputError says what is wrong."""
     try:
-        raw = json.loads(data.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+        raw = json.loads(data.decode("ascii"), object_pairs_hook=_unique)
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise InputError("ESP sequence floors: not valid JSON") from None
     if not isinstance(raw, dict):
         raise InputError("ESP sequence floors: not a JSON object of SPI -> number")

@@ -14,6 +14,7 @@ Nothing here ever puts a secret's content into an exception message.
 
 import errno
 import os
+import secrets
 import stat
 
 from sysrq_appliance.errors import InputError
@@ -70,22 +71,37 @@ def _check_ancestor(directory, field):
                          f"file; run: chmod go-w {directory} (or keep the file elsewhere)")
 
 
-def open_regular(path):
+def open_regular(path, follow=True):
     """Open `path` read-only without blocking (a FIFO must not hang us): (fd, fstat).
 
     The caller checks the type: the fd is of whatever is there."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+                 | (0 if follow else os.O_NOFOLLOW))
     return fd, os.fstat(fd)
 
 
-def read_small(path, limit=4096):
+def read_small(path, limit=4096, follow=True):
     """The bytes of a small regular file (a sysfs or procfs value, one of our state files):
     never blocks on a FIFO, never reads more than `limit`. OSError if it cannot."""
-    fd, st = open_regular(path)
+    fd, st = open_regular(path, follow)
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
         return f.read(limit)
+
+
+def write_value(path, data):
+    """One write() of `data` into an existing kernel file (a sysfs parameter, a sysctl), as
+    `echo -n data > path` does — but never into a FIFO (no hang) or through a symlink.
+    Returns the count written; OSError if it cannot."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+                 | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def read_bounded(fd, limit, where):
@@ -121,6 +137,9 @@ def _open_secret(path, field, owner):
         if stat.S_IMODE(st.st_mode) != FILE_MODE:
             raise InputError(f"{field}: {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
                              f"run: chmod 0600 {path}")
+        if st.st_nlink > 1:   # 0: replaced by rename while we looked; that is fine
+            raise InputError(f"{field}: {path} has {st.st_nlink} hard links, so it can be "
+                             "read or replaced under another name; give it a file of its own")
         check_ancestors(path, field)
     except BaseException:
         os.close(fd)
@@ -173,9 +192,11 @@ def ensure_private_dir(path, field="directory"):
         path = os.path.dirname(path)
     if not missing:
         check_private_dir(path, field)
+        check_ancestors(path, field)
         return
     if not os.path.isdir(path):
         raise InputError(f"{field}: {path} exists and is not a directory; give a directory")
+    check_ancestors(os.path.join(path, "x"), field)   # the existing part, and `path` itself
     for directory in reversed(missing):
         try:
             os.mkdir(directory, DIR_MODE)
@@ -191,6 +212,8 @@ def write_secret(path, data, private_dir=True, field=None):
     Readers see either the old or the new content, never a partial or world-readable file.
     The directory is created 0700 if missing and must be private if it exists, unless
     `private_dir` is False (a shared one such as /etc/modprobe.d, which we never change).
+    Callers hold the lock for `path`, so temp files of an earlier run that was killed are
+    leftovers, removed here.
     """
     field = field or path
     directory = os.path.dirname(os.path.abspath(path))
@@ -203,10 +226,16 @@ def write_secret(path, data, private_dir=True, field=None):
         raise InputError(f"{field}: cannot use directory {directory}: {exc.strerror}") \
             from None
     try:
-        tmp = f".{name}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     FILE_MODE, dir_fd=dir_fd)
+        if private_dir:   # the directory we checked is the one we opened (no swap between)
+            st = os.fstat(dir_fd)
+            if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != DIR_MODE:
+                raise InputError(f"{field}: {directory} changed while we wrote to it; "
+                                 "try again")
+        _remove_leftovers(name, dir_fd)
+        tmp = f".{name}.{secrets.token_hex(8)}.tmp"
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -217,10 +246,20 @@ def write_secret(path, data, private_dir=True, field=None):
             if isinstance(exc, IsADirectoryError):
                 raise InputError(f"{field}: {path} is a directory; remove it or give another "
                                  "path") from None
+            if isinstance(exc, PermissionError):
+                raise InputError(f"{field}: cannot write {path}: {exc.strerror} (an immutable "
+                                 f"file or directory? see lsattr {directory})") from None
             raise
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _remove_leftovers(name, dir_fd):
+    prefix = f".{name}."
+    for entry in os.listdir(dir_fd):
+        if entry.startswith(prefix) and entry.endswith(".tmp"):
+            _unlink_quietly(entry, dir_fd)
 
 
 def _unlink_quietly(name, dir_fd):

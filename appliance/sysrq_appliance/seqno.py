@@ -51,11 +51,11 @@ def read_last(state_dir, target):
     clock (always above what the target accepted, unless numbers were chosen by hand)."""
     path = _path(state_dir, target)
     try:
-        text = read_small(path, 32)
+        text = read_small(path, 32, follow=False)
     except FileNotFoundError:
         return 0
     except OSError as exc:
-        if exc.errno != errno.EINVAL:   # EINVAL: not a regular file, i.e. damaged
+        if exc.errno not in (errno.EINVAL, errno.ELOOP):   # not a regular file: damaged
             raise InputError(f"--state-dir: cannot read {path}: {exc.strerror}") from None
         text = b""
     if re.fullmatch(rb"[0-9]{1,19}\n?", text) and int(text) <= LIMIT:

@@ -26,6 +26,7 @@ HELP = {
 }
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")        # always used with fullmatch
 WAIT_RE = re.compile(r"wait ([0-9]{1,4}(?:\.[0-9]{1,3})?)")
+MAX_SEQUENCES = 64     # in one config
 MAX_STEPS = 20
 MAX_WAIT = 600          # seconds, one step
 MAX_TOTAL_WAIT = 900    # seconds, the whole sequence: a rescue, not a schedule

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sysrq_appliance.errors import ApplianceError, excerpt
 from sysrq_appliance import password
 from sysrq_appliance.password import SYSFS_PARAMETERS
-from sysrq_appliance.secretfile import read_small, write_secret
+from sysrq_appliance.secretfile import read_small, write_secret, write_value
 from sysrq_appliance.seqno import DEFAULT_STATE_DIR
 
 MIN_SAFE_XTABLES_ADDONS = (3, 26)   # 3.23-3.25: xt_SYSRQ corrupts the stack (kernel panic)
@@ -76,11 +76,7 @@ def read_sysrq(paths):
 def write_sysrq(paths, mask):
     """One write() of the whole value, as `echo 176 > /proc/sys/kernel/sysrq` does."""
     try:
-        fd = os.open(paths.sysctl, os.O_WRONLY | os.O_TRUNC)
-        try:
-            os.write(fd, f"{mask}\n".encode("ascii"))
-        finally:
-            os.close(fd)
+        write_value(paths.sysctl, f"{mask}\n".encode("ascii"))
     except OSError as exc:
         raise ApplianceError(f"cannot write {paths.sysctl}: {exc.strerror}") from None
 

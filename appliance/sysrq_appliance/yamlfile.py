@@ -25,6 +25,11 @@ from sysrq_appliance.secretfile import check_ancestors, open_regular, read_bound
 
 MAX_BYTES = 8 * 1024 * 1024     # a config of 16,384 peers is about 4 MiB
 MAX_DEPTH = 16                  # ours nest 4 deep
+MAX_EVENTS = 400_000            # 16,384 peers take about 230,000: bounds the work, not only
+                                # the bytes (a million empty lists fit in 4 MiB)
+_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False,
+         "FALSE": False}
 
 
 class _Resolver(BaseResolver):
@@ -34,7 +39,7 @@ class _Resolver(BaseResolver):
 _Resolver.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(
     r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Resolver.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(
-    r"^(?:[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+    rf"^(?:{_INT.pattern})$"), list("-+0123456789"))
 _Resolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(
     r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
 
@@ -56,7 +61,27 @@ class _StrictConstructor(SafeConstructor):
         return super().construct_mapping(node, deep)
 
 
+    # An explicit !!int or !!bool must not bring back what the resolver refuses (1_0, 0o11,
+    # 1:20, yes/off): the same rules whether the tag was written or implied.
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        if not _INT.fullmatch(text):
+            raise ConstructorError(None, None, f"{excerpt(text)} is not an integer in decimal "
+                                   "or 0x hex", node.start_mark)
+        return int(text, 0)
+
+    def construct_yaml_bool(self, node):
+        text = self.construct_scalar(node)
+        if text not in _BOOL:
+            raise ConstructorError(None, None, f"{excerpt(text)} is not true or false",
+                                   node.start_mark)
+        return _BOOL[text]
+
+
 _StrictConstructor.add_constructor("tag:yaml.org,2002:map", SafeConstructor.construct_yaml_map)
+_StrictConstructor.add_constructor("tag:yaml.org,2002:int", _StrictConstructor.construct_yaml_int)
+_StrictConstructor.add_constructor("tag:yaml.org,2002:bool",
+                                   _StrictConstructor.construct_yaml_bool)
 _StrictConstructor.add_constructor(None, SafeConstructor.construct_undefined)
 
 try:
@@ -142,7 +167,10 @@ def load(path):
 
 def _check_events(text):
     depth = 0
-    for event in yaml.parse(text, Loader=_Loader):
+    for count, event in enumerate(yaml.parse(text, Loader=_Loader)):
+        if count > MAX_EVENTS:
+            raise ConstructorError(None, None, f"more than {MAX_EVENTS} values; this cannot "
+                                   "be a config", event.start_mark)
         if isinstance(event, yaml.AliasEvent):
             raise ConstructorError(None, None, "aliases (*name) are not supported; write the "
                                    "value out", event.start_mark)

@@ -157,7 +157,7 @@ _OPS = {
     "chown": lambda s, uid, path: os.lchown(path, int(uid), int(uid)),
     "mkfifo": lambda s, path: (_remove(path), os.mkfifo(path, 0o600)),
     "symlink": lambda s, target, link: (_remove(link), os.symlink(target, link)),
-    "mkdir": lambda s, mode, path: os.mkdir(path, int(mode, 8)),
+    "mkdir": lambda s, mode, path: (os.mkdir(path), os.chmod(path, int(mode, 8))),
     "rm": lambda s, path: _remove(path),
     "write": _write,
     "append": lambda s, path, text: open(path, "a").write(text),

@@ -227,7 +227,8 @@ def run(argv: list[str], stdin: str | None = None) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise FirewallError(f"{argv[0]}: {exc}") from exc
     if done.returncode != 0:
-        raise FirewallError(f"{argv[0]} failed (exit {done.returncode}): {done.stderr.strip()}")
+        said = "; ".join(line.strip() for line in done.stderr.splitlines() if line.strip())
+        raise FirewallError(f"{argv[0]} failed (exit {done.returncode}): {said[:500]}")
     return done.stdout
 
 
