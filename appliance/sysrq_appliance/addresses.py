@@ -28,7 +28,9 @@ def host_address(value):
         raise ValueError(f"{excerpt(value)} is not an IPv4 or IPv6 address") from None
     problem = _not_a_host(address)
     if problem:
-        raise ValueError(f"{address} is {problem}; use this host's or the peer's unicast "
+        # The text as written (already checked: short, printable, an address): str() of
+        # an IPv4-mapped address differs between Python versions.
+        raise ValueError(f"{value} is {problem}; use this host's or the peer's unicast "
                          "tunnel address")
     return str(address)
 

@@ -40,11 +40,22 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         # argparse quotes what it did not understand: escape control characters (a
         # newline in an argument must not make a second line) and keep it short.
+        message = _quoted_choices(message)
         message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         if len(message) > 300:
             message = message[:297] + "..."
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         sys.exit(EXIT_INPUT)
+
+
+def _quoted_choices(message):
+    """"(choose from a, b)" as "(choose from 'a', 'b')": Python versions differ in
+    quoting the choices, and a reader (or a script) should see one message."""
+    head, sep, rest = message.partition("(choose from ")
+    if not sep or not rest.endswith(")"):
+        return message
+    choices = [c[1:-1] if c[:1] == c[-1:] == "'" else c for c in rest[:-1].split(", ")]
+    return head + sep + ", ".join(f"'{c}'" for c in choices) + ")"
 
 
 def _path(text):
