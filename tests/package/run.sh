@@ -18,9 +18,9 @@
 # /var/cache/sysrq-appliance/roots/{pkgtest,pkgbuild}-RELEASE-<hash>), keyed by release,
 # package list and ROOT_RECIPE below; apt lists and downloaded .debs are kept in apt/RELEASE.
 # Delete a directory to rebuild it. Each run works on an overlay over the cached root, so the
-# cache itself never changes. Only apt talks to the network (to $SYSRQ_ROOT_MIRROR, a Debian
-# mirror: update, simulate, download-only); builds, maintainer scripts and our code run
-# offline in a new network namespace with read-only /proc/sys and /sys and without
+# cache itself never changes. Only apt talks to the network (to the Debian mirror this host's
+# apt sources name, tests/debian-mirror.sh, or $SYSRQ_ROOT_MIRROR: update, simulate,
+# download-only); builds, maintainer scripts and our code run offline in a new network namespace with read-only /proc/sys and /sys and without
 # CAP_SYS_MODULE, CAP_SYS_BOOT and CAP_SYS_TIME, so they cannot touch the host's network,
 # kernel settings or modules. Every mount is made in a private mount namespace and
 # unmounted by path when the run ends, failed or not.
@@ -30,9 +30,10 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8
 ROOT_RECIPE=1     # bump when the way roots are built changes
 TEST_PACKAGES=systemd
 BUILD_PACKAGES=debhelper,dh-python,pybuild-plugin-pyproject,python3-all,python3-setuptools,python3-docutils,python3-yaml,lintian
-MIRROR=${SYSRQ_ROOT_MIRROR:-http://deb.debian.org/debian}
 CACHE=${SYSRQ_ROOT_CACHE:-/var/cache/sysrq-appliance/roots}
 here=$(cd "$(dirname "$0")" && pwd)
+# The mirror (or proxy) this machine's apt uses, unless SYSRQ_ROOT_MIRROR names one.
+MIRROR=${SYSRQ_ROOT_MIRROR:-$("$here/../debian-mirror.sh" archive)}
 repo=$(cd "$here/../.." && pwd)
 
 # ---------------------------------------------------------------------------------------------
