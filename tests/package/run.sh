@@ -1,9 +1,11 @@
 #!/bin/bash
 # Package tier: build the .deb (host release and, in a chroot, the other releases), lintian
 # it, then install-test it in minimal Debian 13 and 12 roots (chroots; no service runs):
-# dependencies resolve from the Debian mirror, --version and doctor run, the password is
-# generated 0600 root:root in a 0700 directory, an upgrade keeps the password and modified
-# configs, and a purge leaves nothing of ours. One PASS/FAIL line per check, then
+# dependencies resolve from the Debian mirror, Recommends pulls no kernel, --version and
+# doctor run, the password is generated 0600 root:root in a 0700 directory, the units verify,
+# the netfilter-persistent plugin asks systemd to re-apply when rules are loaded, every /usr
+# path the docs name exists, an upgrade keeps the password and modified configs, and a purge
+# leaves nothing of ours. One PASS/FAIL line per check, then
 # "N passed, M failed"; exits 1 if anything failed.
 #
 #   tests/package/run.sh [--deb PATH] [RELEASE...]     (default releases: trixie bookworm)
@@ -306,7 +308,7 @@ deb="" releases=()
 while [ $# -gt 0 ]; do
     case $1 in
         --deb) deb=$(realpath "${2:?--deb needs a path}"); shift 2 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         -*) echo "run: unknown option $1" >&2; exit 2 ;;
         *) [[ $1 =~ ^[a-z]+$ ]] || { echo "run: bad release name: $1" >&2; exit 2; }
            releases+=("$1"); shift ;;
