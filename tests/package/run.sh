@@ -308,7 +308,7 @@ deb="" releases=()
 while [ $# -gt 0 ]; do
     case $1 in
         --deb) deb=$(realpath "${2:?--deb needs a path}"); shift 2 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         -*) echo "run: unknown option $1" >&2; exit 2 ;;
         *) [[ $1 =~ ^[a-z]+$ ]] || { echo "run: bad release name: $1" >&2; exit 2; }
            releases+=("$1"); shift ;;
