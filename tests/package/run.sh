@@ -118,7 +118,7 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
     if online "${apt[@]}" install -s -o APT::Install-Recommends=true "$pkg" >"$sim" 2>&1; then
         dkms=$(sed -n 's/^Inst xtables-addons-dkms (\([^ ]*\) .*/\1/p' "$sim")
         kernel=$(sed -n 's/^Inst \(linux-\(image\|headers\)-[^ ]*\) .*/\1/p' "$sim" | tr '\n' ' ')
-        kernel="apt would add through dkms's own Recommends: ${kernel:-no kernel package}"
+        kernel="with Recommends apt also adds (xtables-addons-dkms, dkms): ${kernel:-no kernel package}"
         if [ "$release" = bookworm ]; then
             # Our "(>= 3.26)" cannot be met by bookworm's 3.23 (doctor FAILs there, apply
             # refuses the rule); apt still brings 3.23 because xtables-addons-common
