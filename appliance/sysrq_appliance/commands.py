@@ -3,8 +3,8 @@
 import os
 import sys
 
-from sysrq_appliance import (config, controller, doctor, firewall, lock, sa_sequence, status,
-                             system, xfrm)
+from sysrq_appliance import (config, controller, doctor, firewall, healing, lock, sa_sequence,
+                             status, system, xfrm)
 from sysrq_appliance.errors import ApplianceError
 
 FORCE_RISK = ("--force: installing the SYSRQ rule although doctor FAILs; with "
@@ -49,6 +49,10 @@ def run(args):
             controller.apply(ctx, sock, backend, desired)
         elif args.command == "down":
             controller.down(ctx, sock, backend)
+    if args.command == "apply":   # outside the lock: the unit's own apply takes it
+        note = healing.after_apply(args.config, args.state_dir)
+        if note:
+            print(note)
     return 0
 
 

@@ -11,8 +11,10 @@
 # the hardening is in force and the job still did everything under it (xt_SYSRQ loaded and
 # holding the stored password, kernel.sysrq = the config's mask, our chain, our SAs and
 # policies); reload works; the timer's service heals a deleted SA; restarting or reloading
-# nftables.service (if installed: it flushes the whole ruleset) brings our chain back;
-# stop runs `down` and takes the timer with it; start restores everything.
+# nftables.service (if installed: it flushes the whole ruleset) and restarting
+# netfilter-persistent.service or calling `netfilter-persistent reload` (if installed) bring
+# our chain back; stop runs `down` and takes the timer with it; a manual `apply` then starts
+# the unit again (healing on); start restores everything.
 # On a target whose xtables-addons is older than 3.26 (Debian 12) it checks the opposite:
 # the unit failed because apply refused the rule.
 # Nothing is sent on the network; the password is compared, never printed. It restarts the
@@ -186,10 +188,14 @@ else
     done
 fi
 if [ "$role" = target ] && systemctl cat netfilter-persistent.service >/dev/null 2>&1; then
-    since=$(date +%s); sleep 1
-    rc=0; systemctl restart netfilter-persistent.service || rc=$?
-    check "netfilter-persistent restart re-applies" "exit $rc; our unit reloaded, chain back within 20 s" \
-        eval '[ "$rc" = 0 ] && wait_for 20 reloaded_since "$since" && wait_for 20 chain_present'
+    # Its unit has no ExecReload: our plugin in its plugins.d fires on every load of its
+    # rules, through the unit (restart) or not (the CLI, which bypasses systemd).
+    for how in "systemctl restart netfilter-persistent.service" "netfilter-persistent reload"; do
+        since=$(date +%s); sleep 1
+        rc=0; $how >/dev/null || rc=$?
+        check "$how re-applies" "exit $rc; our unit reloaded, chain back within 20 s" \
+            eval '[ "$rc" = 0 ] && wait_for 20 reloaded_since "$since" && wait_for 20 chain_present'
+    done
 fi
 
 # --- stop runs down; start restores -------------------------------------------------------
@@ -200,6 +206,10 @@ gone=yes
 sas_present && gone="SAs still there"
 [ "$role" = target ] && chain_present && gone="chain still there"
 check "stop ran down" "${gone/yes/SAs and chain removed}" [ "$gone" = yes ]
+# A manual apply with the unit enabled but stopped starts it, so the timer heals drift.
+note=$(sysrq-appliance apply 2>&1 | grep -m1 '^drift healing')
+check "manual apply turns healing on" "${note:-no 'drift healing' line}; $(systemctl is-active "$UNIT"), timer $(systemctl is-active "$TIMER")" \
+    eval '[ "${note#drift healing on}" != "$note" ] && [ "$(systemctl is-active "$UNIT")" = active ] && [ "$(systemctl is-active "$TIMER")" = active ]'
 systemctl start "$UNIT"
 check "start again" "$(systemctl is-active "$UNIT"), timer $(systemctl is-active "$TIMER")" \
     eval '[ "$(systemctl is-active "$UNIT")" = active ] && [ "$(systemctl is-active "$TIMER")" = active ]'

@@ -1,9 +1,11 @@
 #!/bin/bash
 # Package tier: build the .deb (host release and, in a chroot, the other releases), lintian
 # it, then install-test it in minimal Debian 13 and 12 roots (chroots; no service runs):
-# dependencies resolve from the Debian mirror, --version and doctor run, the password is
-# generated 0600 root:root in a 0700 directory, an upgrade keeps the password and modified
-# configs, and a purge leaves nothing of ours. One PASS/FAIL line per check, then
+# dependencies resolve from the Debian mirror, Recommends pulls no kernel, --version and
+# doctor run, the password is generated 0600 root:root in a 0700 directory, the units verify,
+# the netfilter-persistent plugin asks systemd to re-apply when rules are loaded, every /usr
+# path the docs name exists, an upgrade keeps the password and modified configs, and a purge
+# leaves nothing of ours. One PASS/FAIL line per check, then
 # "N passed, M failed"; exits 1 if anything failed.
 #
 #   tests/package/run.sh [--deb PATH] [RELEASE...]     (default releases: trixie bookworm)
@@ -18,9 +20,9 @@
 # /var/cache/sysrq-appliance/roots/{pkgtest,pkgbuild}-RELEASE-<hash>), keyed by release,
 # package list and ROOT_RECIPE below; apt lists and downloaded .debs are kept in apt/RELEASE.
 # Delete a directory to rebuild it. Each run works on an overlay over the cached root, so the
-# cache itself never changes. Only apt talks to the network (to $SYSRQ_ROOT_MIRROR, a Debian
-# mirror: update, simulate, download-only); builds, maintainer scripts and our code run
-# offline in a new network namespace with read-only /proc/sys and /sys and without
+# cache itself never changes. Only apt talks to the network (to the Debian mirror this host's
+# apt sources name, tests/debian-mirror.sh, or $SYSRQ_ROOT_MIRROR: update, simulate,
+# download-only); builds, maintainer scripts and our code run offline in a new network namespace with read-only /proc/sys and /sys and without
 # CAP_SYS_MODULE, CAP_SYS_BOOT and CAP_SYS_TIME, so they cannot touch the host's network,
 # kernel settings or modules. Every mount is made in a private mount namespace and
 # unmounted by path when the run ends, failed or not.
@@ -30,9 +32,10 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8
 ROOT_RECIPE=1     # bump when the way roots are built changes
 TEST_PACKAGES=systemd
 BUILD_PACKAGES=debhelper,dh-python,pybuild-plugin-pyproject,python3-all,python3-setuptools,python3-docutils,python3-yaml,lintian
-MIRROR=${SYSRQ_ROOT_MIRROR:-http://deb.debian.org/debian}
 CACHE=${SYSRQ_ROOT_CACHE:-/var/cache/sysrq-appliance/roots}
 here=$(cd "$(dirname "$0")" && pwd)
+# The mirror (or proxy) this machine's apt uses, unless SYSRQ_ROOT_MIRROR names one.
+MIRROR=${SYSRQ_ROOT_MIRROR:-$("$here/../debian-mirror.sh" archive)}
 repo=$(cd "$here/../.." && pwd)
 
 # ---------------------------------------------------------------------------------------------
@@ -106,24 +109,29 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
     else
         record "$release" "apt update" FAIL "$MIRROR $release (log: $log)"; exit 0
     fi
+    # Our Recommends must not pull a kernel: linux-headers-amd64 depends on the current
+    # linux-image-*. The headers for DKMS are xtables-addons-dkms's (dkms's) business.
+    ours=$(dpkg-deb -f "$deb" Recommends)
+    check "Recommends: no kernel package" "Recommends: ${ours:-none}" \
+        eval '! grep -qE "linux-(image|headers)" <<<"$ours"'
     sim=$work/simulate
     if online "${apt[@]}" install -s -o APT::Install-Recommends=true "$pkg" >"$sim" 2>&1; then
         dkms=$(sed -n 's/^Inst xtables-addons-dkms (\([^ ]*\) .*/\1/p' "$sim")
-        headers=$(sed -n 's/^Inst \(linux-headers-\(amd64\|generic\)\) .*/\1/p' "$sim")
+        kernel=$(sed -n 's/^Inst \(linux-\(image\|headers\)-[^ ]*\) .*/\1/p' "$sim" | tr '\n' ' ')
+        kernel="with Recommends apt also adds (xtables-addons-dkms, dkms): ${kernel:-no kernel package}"
         if [ "$release" = bookworm ]; then
             # Our "(>= 3.26)" cannot be met by bookworm's 3.23 (doctor FAILs there, apply
             # refuses the rule); apt still brings 3.23 because xtables-addons-common
             # recommends xtables-addons-dkms without a version.
-            check "Recommends resolvable" "with recommends: ${headers:-headers MISSING}; xtables-addons-dkms ${dkms:-none} (< 3.26: via xtables-addons-common's Recommends)" \
-                eval '[ -n "$headers" ]'
+            check "Recommends resolvable" "xtables-addons-dkms ${dkms:-none} (< 3.26: via xtables-addons-common's Recommends); $kernel" true
         else
-            check "Recommends resolvable" "with recommends: xtables-addons-dkms ${dkms:-MISSING}, ${headers:-headers MISSING}" \
-                eval 'dpkg --compare-versions "${dkms:-0}" ge 3.26 && [ -n "$headers" ]'
+            check "Recommends resolvable" "xtables-addons-dkms ${dkms:-MISSING}; $kernel" \
+                eval 'dpkg --compare-versions "${dkms:-0}" ge 3.26'
         fi
     else
         record "$release" "Recommends resolvable" FAIL "apt-get install -s failed: $(tail -n 3 "$sim" | tr '\n' ' ')"
     fi
-    if run_logged online "${apt[@]}" install -y --download-only --no-install-recommends "$pkg" "$pkg2"; then
+    if run_logged online "${apt[@]}" install -y --download-only --no-install-recommends "$pkg" "$pkg2" netfilter-persistent; then
         record "$release" "dependencies resolve from Debian" PASS "apt install --download-only ./$(basename "$deb")"
     else
         record "$release" "dependencies resolve from Debian" FAIL "see $log"; exit 0
@@ -134,7 +142,7 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
 
     # 2. Offline from here. Dependencies first, so that the file lists before and after
     # our package differ only by what is ours.
-    deps=$(dpkg-deb -f "$deb" Depends)
+    deps="$(dpkg-deb -f "$deb" Depends), netfilter-persistent"   # the latter for our plugin
     run_logged offline "${apt[@]}" satisfy -y --no-download --no-install-recommends "$deps" \
         || { record "$release" "install dependencies" FAIL "apt-get satisfy '$deps' (log: $log)"; exit 0; }
     snapshot() {
@@ -184,15 +192,38 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
              /usr/lib/systemd/system/sysrq-appliance-reapply.timer \
              /usr/lib/systemd/system/sysrq-appliance-reapply.service \
              /usr/lib/systemd/system/nftables.service.d/sysrq-appliance.conf \
-             /usr/lib/systemd/system/netfilter-persistent.service.d/sysrq-appliance.conf \
+             /usr/share/netfilter-persistent/plugins.d/90-sysrq-appliance \
+             /usr/share/doc/sysrq-appliance/README.Debian \
              /etc/systemd/system/multi-user.target.wants/sysrq-appliance.service; do
         [ -e "$root$f" ] || [ -L "$root$f" ] || missing="$missing $f"
     done
-    check "files installed" "${missing:+missing:}${missing:-CLI, man page, completion, units, drop-ins, enabled}" [ -z "$missing" ]
+    check "files installed" "${missing:+missing:}${missing:-CLI, man page, completion, units, drop-in, plugin, README.Debian, enabled}" [ -z "$missing" ]
     verify=$(offline systemd-analyze verify --man=no sysrq-appliance.service sysrq-appliance-reapply.timer \
                  sysrq-appliance-reapply.service 2>&1) && rc=0 || rc=$?
     check "systemd-analyze verify" "systemd $(offline dpkg-query -W -f '${Version}' systemd): ${verify:-clean}" \
         eval '[ "$rc" = 0 ] && [ -z "$verify" ]'
+    # netfilter-persistent runs our plugin whenever it loads rules, also when called directly
+    # (no systemd involved: nothing else would notice). No systemd here: /run/systemd/system
+    # says "booted" and a stand-in systemctl records what the plugin asks for.
+    offline sh -c 'mkdir -p /run/systemd/system && printf "#!/bin/sh\necho \"\$*\" >>/run/systemctl.calls\n" \
+        >/usr/local/sbin/systemctl && chmod 755 /usr/local/sbin/systemctl'
+    want="--no-block try-reload-or-restart sysrq-appliance.service"
+    for how in "netfilter-persistent reload" "netfilter-persistent start" "netfilter-persistent save"; do
+        rm -f "$root/run/systemctl.calls"
+        offline $how >>"$log" 2>&1 && rc=0 || rc=$?
+        calls=$(cat "$root/run/systemctl.calls" 2>/dev/null || true)
+        if [ "$how" = "netfilter-persistent save" ]; then
+            check "plugin: $how" "exit $rc; systemctl: ${calls:-not called}" eval '[ "$rc" = 0 ] && [ -z "$calls" ]'
+        else
+            check "plugin: $how" "exit $rc; systemctl ${calls:-not called}" eval '[ "$rc" = 0 ] && [ "$calls" = "$want" ]'
+        fi
+    done
+    rm -f "$root/run/systemctl.calls"; rmdir "$root/run/systemd/system"
+    offline netfilter-persistent reload >>"$log" 2>&1 && rc=0 || rc=$?
+    calls=$(cat "$root/run/systemctl.calls" 2>/dev/null || true)
+    check "plugin: without systemd" "exit $rc; systemctl: ${calls:-not called}" eval '[ "$rc" = 0 ] && [ -z "$calls" ]'
+    rm -f "$root/usr/local/sbin/systemctl" "$root/run/systemctl.calls"
+
     compl=$(offline bash -c '. /usr/share/bash-completion/completions/sysrq-appliance
         COMP_WORDS=(sysrq-appliance pa); COMP_CWORD=1; _sysrq_appliance; echo "${COMPREPLY[*]}"
         COMP_WORDS=(sysrq-appliance apply --f); COMP_CWORD=2; _sysrq_appliance; echo "${COMPREPLY[*]}"' 2>&1 | tr '\n' ';')
@@ -201,10 +232,11 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
 
     # doctor: without a config (one FAIL line), then with a target config made by `pair`
     # (keys and config only; the generated password stays). This kernel has no ESP, no
-    # modules and maybe no magic SysRq: FAILs are expected, a crash or exit 2 is not.
+    # modules and maybe no magic SysRq: FAILs are expected, a crash is not. A missing config
+    # is bad input (exit 2, one FAIL line); with the config, exit 2 would be a bug.
     d0=$(offline sysrq-appliance doctor 2>&1) && rc=0 || rc=$?
     check "doctor runs (no config)" "exit $rc: $(head -n 1 <<<"$d0")" \
-        eval '[ "$rc" = 1 ] && grep -qE "^FAIL config" <<<"$d0"'
+        eval '[ "$rc" = 2 ] && grep -qE "^FAIL config" <<<"$d0"'
     offline sh -c 'sysrq-appliance pair --target web1=10.10.25.7 --sender admin1=10.10.25.1 \
             --out /tmp/bundle >/dev/null && cp -a /tmp/bundle/target/appliance.yaml \
             /tmp/bundle/target/keys /etc/sysrq-appliance/' >>"$log" 2>&1 \
@@ -222,6 +254,16 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
     else
         check "doctor: xtables-addons" "${xline:-no xt_SYSRQ line}" eval 'grep -q "^PASS xt_SYSRQ" <<<"$xline"'
     fi
+
+    # Every path under /usr, and the example config, that the man page, README.Debian, the
+    # example config and a config written by `pair` name is in the installed package.
+    named=$(offline sh -c 'zcat /usr/share/man/man8/sysrq-appliance.8.gz | sed "s/\\\\-/-/g"
+            cat /usr/share/doc/sysrq-appliance/README.Debian /etc/sysrq-appliance/appliance.yaml.example \
+                /etc/sysrq-appliance/appliance.yaml' 2>&1 \
+        | grep -oE '/usr/[A-Za-z0-9._/+-]*[A-Za-z0-9_/]|/etc/sysrq-appliance/appliance\.yaml\.example' | sort -u)
+    absent=$(for f in $named; do [ -e "$root$f" ] || printf '%s ' "$f"; done)
+    check "paths named in the docs exist" "${absent:+missing: }${absent:-$(wc -w <<<"$named") paths: $(tr '\n' ' ' <<<"$named")}" \
+        eval '[ -z "$absent" ] && grep -q README.Debian <<<"$named"'
 
     # 3. Upgrade to a rebuilt higher version: password, keys and modified configs stay.
     echo "# changed by the admin" >>"$root/etc/sysrq-appliance/appliance.yaml"

@@ -30,8 +30,9 @@ case "$RELEASE" in
 esac
 need_root
 
-MIRROR=${SYSRQ_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-SECURITY_MIRROR=${SYSRQ_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+# The mirror (or proxy) this machine's apt uses, unless the caller names one.
+MIRROR=${SYSRQ_DEBIAN_MIRROR:-$("$HERE/../debian-mirror.sh" archive)}
+SECURITY_MIRROR=${SYSRQ_DEBIAN_SECURITY_MIRROR:-$("$HERE/../debian-mirror.sh" security)}
 DISK_GB=4     # virtual size of the guest's root filesystem (sparse)
 
 # Installed and kept.
