@@ -17,9 +17,10 @@ package:
 	tests/install-deps.sh package
 	tests/package/run.sh
 
+# As an unprivileged user (nobody when run as root), as a package build runs it.
 unit:
 	tests/install-deps.sh unit
-	$(PYTEST) tests/unit
+	tests/run-unprivileged.sh $(PYTEST) tests/unit
 
 # The same root tests again inside a Debian 13 root (iptables 1.8.11, python-iptables'
 # issue 353 fix, pyroute2 0.7.7), built once with mmdebstrap and cached outside the repo.

@@ -1,6 +1,7 @@
 """sysrq-appliance: the command line. Thin: parse, call one module, print, exit 0/1/2."""
 
 import argparse
+import os
 import sys
 import time
 
@@ -157,7 +158,8 @@ def build_parser():
 
 
 def _load(args, **kwargs):
-    return config.load(args.config, **kwargs)
+    # Secrets must belong to whoever runs us: root in production, the user in a test run.
+    return config.load(args.config, **{"secret_owner": os.geteuid(), **kwargs})
 
 
 def _kernel_command(args):
@@ -257,7 +259,8 @@ def _send(args):
         sequences.refuse_masked(steps, peer.allow, peer.name, f"--sequence {args.sequence}")
         print(f"{args.sequence} on {peer.name}: " + ", ".join(
             s.keys or f"wait {s.seconds:g} s" for s in steps))
-    secret = password.load(peer.password_file, f"{cfg.path}: peers[{peer.name}].password_file")
+    secret = password.load(peer.password_file, f"{cfg.path}: peers[{peer.name}].password_file",
+                           owner=os.geteuid())
     seqno = args.seqno
     for number, step in enumerate(steps, 1):
         prefix = f"  {number}/{len(steps)} " if args.sequence else ""
