@@ -8,7 +8,8 @@ for tier in "$@"; do
         unit) packages="$packages python3-pyroute2 python3-iptables python3-yaml python3-pytest" ;;
         netns) packages="$packages iptables iproute2 kmod mmdebstrap iputils-ping strace" ;;
         package) packages="$packages debhelper dh-python pybuild-plugin-pyproject python3-all
-                  python3-setuptools python3-docutils python3-yaml lintian mmdebstrap fakeroot" ;;
+                  python3-setuptools python3-docutils python3-yaml python3-pytest python3-pyroute2
+                  python3-iptables lintian mmdebstrap fakeroot" ;;
         vagrant) packages="$packages vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients
                   qemu-system-x86 qemu-utils mmdebstrap dnsmasq-base e2fsprogs" ;;
         *) echo "install-deps: unknown tier '$tier' (use unit netns package vagrant)" >&2; exit 2 ;;

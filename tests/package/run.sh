@@ -29,7 +29,7 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8
 
 ROOT_RECIPE=1     # bump when the way roots are built changes
 TEST_PACKAGES=systemd
-BUILD_PACKAGES=debhelper,dh-python,pybuild-plugin-pyproject,python3-all,python3-setuptools,python3-docutils,python3-yaml,lintian
+BUILD_PACKAGES=debhelper,dh-python,pybuild-plugin-pyproject,python3-all,python3-setuptools,python3-docutils,python3-yaml,python3-pytest,python3-pyroute2,python3-iptables,lintian
 MIRROR=${SYSRQ_ROOT_MIRROR:-http://deb.debian.org/debian}
 CACHE=${SYSRQ_ROOT_CACHE:-/var/cache/sysrq-appliance/roots}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -123,7 +123,8 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
     else
         record "$release" "Recommends resolvable" FAIL "apt-get install -s failed: $(tail -n 3 "$sim" | tr '\n' ' ')"
     fi
-    if run_logged online "${apt[@]}" install -y --download-only --no-install-recommends "$pkg" "$pkg2"; then
+    if run_logged online "${apt[@]}" install -y --download-only --no-install-recommends "$pkg" "$pkg2" \
+            python3-pytest; then
         record "$release" "dependencies resolve from Debian" PASS "apt install --download-only ./$(basename "$deb")"
     else
         record "$release" "dependencies resolve from Debian" FAIL "see $log"; exit 0
@@ -134,7 +135,7 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
 
     # 2. Offline from here. Dependencies first, so that the file lists before and after
     # our package differ only by what is ours.
-    deps=$(dpkg-deb -f "$deb" Depends)
+    deps="$(dpkg-deb -f "$deb" Depends), python3-pytest"   # pytest: for debian/tests
     run_logged offline "${apt[@]}" satisfy -y --no-download --no-install-recommends "$deps" \
         || { record "$release" "install dependencies" FAIL "apt-get satisfy '$deps' (log: $log)"; exit 0; }
     snapshot() {
@@ -222,6 +223,16 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
     else
         check "doctor: xtables-addons" "${xline:-no xt_SYSRQ line}" eval 'grep -q "^PASS xt_SYSRQ" <<<"$xline"'
     fi
+
+    # debian/tests (autopkgtest): the unit tier against the installed package, as nobody.
+    mkdir -p "$root/tmp/src" "$root/tmp/autopkgtest"
+    cp -r "$repo/debian" "$repo/tests" "$repo/docs" "$root/tmp/src/"
+    chown nobody "$root/tmp/autopkgtest" 2>/dev/null || chown 65534 "$root/tmp/autopkgtest"
+    at=$(offline setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/tmp/autopkgtest \
+             AUTOPKGTEST_TMP=/tmp/autopkgtest sh -c 'cd /tmp/src && debian/tests/unit' 2>&1) && rc=0 || rc=$?
+    echo "$at" >>"$log"
+    check "autopkgtest unit (installed package)" "exit $rc: $(grep -E '(passed|failed|error)' <<<"$at" | tail -n 1)" \
+        eval '[ "$rc" = 0 ] && grep -q "^testing the installed package: /usr/lib/python3/dist-packages/" <<<"$at"'
 
     # 3. Upgrade to a rebuilt higher version: password, keys and modified configs stay.
     echo "# changed by the admin" >>"$root/etc/sysrq-appliance/appliance.yaml"
