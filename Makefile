@@ -1,13 +1,13 @@
 # sysrq-appliance — every entry point a person or CI uses.
 #   make demo    the main job: the two-VM demonstration (as root)
-#   make check   every test tier: unit, netns, package, two-VM (as root; what .ci/run calls)
+#   make check   every test tier: unit, netns, real kernel, package, two-VM (as root; what .ci/run calls)
 # Tests run on Debian's interpreter, which sees Debian's python3-pyroute2/-iptables/-yaml.
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: check demo unit netns bench bench-guest bench-smoke deb package vagrant
+.PHONY: check demo unit netns realkernel bench bench-guest bench-smoke deb package vagrant
 
-check: unit netns bench-smoke package vagrant
+check: unit netns realkernel bench-smoke package vagrant
 
 deb:
 	tests/install-deps.sh package
@@ -28,6 +28,12 @@ netns:
 	tests/install-deps.sh unit netns
 	$(PYTEST) tests/netns
 	tests/chroot/run-in-root.sh trixie -- $(PYTEST) tests/unit tests/netns
+
+# Debian 13's own kernel and root booted once under QEMU (TCG, no NIC): the tests that need
+# real ESP and the real xt_SYSRQ, as root, with zero skips. The image is cached outside the repo.
+realkernel:
+	tests/install-deps.sh realkernel
+	tests/realkernel/run.sh
 
 # The main job: build the .deb and the box (or reuse the cache), bring up sender and target
 # under QEMU, run the Debian 13 scenarios, print the table, tear everything down.
