@@ -21,6 +21,12 @@ def counts(xml_text):
     return (*total, reasons)
 
 
+def durations(xml_text):
+    """[(seconds, test name)] of one JUnit report, slowest first."""
+    cases = ET.fromstring(xml_text).iter("testcase")
+    return sorted(((float(c.get("time", 0)), c.get("name")) for c in cases), reverse=True)
+
+
 def verdict(out):
     """Lines to print and whether the run passed."""
     lines, ok = [], True
@@ -35,6 +41,7 @@ def verdict(out):
         lines.append(f"phase {phase}: {passed} passed, {failures} failed, {errors} errors, "
                      f"{skipped} skipped")
         lines += [f"  skipped: {r}" for r in reasons]
+        lines += [f"  {seconds:6.1f} s  {name}" for seconds, name in durations(report.read_text())]
         ok = ok and tests > 0 and failures == errors == skipped == 0
     return lines, ok
 
