@@ -88,6 +88,8 @@ def test_drift_is_reported_and_healed(netns, tmp_path, bundle):
 
 def test_apply_refuses_without_force_when_doctor_fails(netns, tmp_path, bundle):
     target = Installation(netns, tmp_path, "target", bundle=bundle)
+    # A FAIL on any host: the (stand-in) module runs with another hash than the config's.
+    (target.sysfs / "hash").write_text("sha256\n")
     before = target.snapshot()
     result = target.cli("apply")
     assert result.returncode == 1
@@ -95,7 +97,8 @@ def test_apply_refuses_without_force_when_doctor_fails(netns, tmp_path, bundle):
     assert target.snapshot() == before
     doctor = target.cli("doctor")
     assert doctor.returncode == 1
-    assert "PASS config" in doctor.stdout and "FAIL xt_SYSRQ" in doctor.stdout
+    assert "PASS config" in doctor.stdout
+    assert "FAIL hash: xt_SYSRQ runs with hash=sha256 but the config says sha1" in doctor.stdout
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
