@@ -1,13 +1,13 @@
 # sysrq-appliance — every entry point a person or CI uses.
 #   make demo    the main job: the two-VM demonstration (as root)
-#   make check   every test tier: unit, netns, package, two-VM (as root; what .ci/run calls)
+#   make check   every test tier: unit, netns, real kernel, package, two-VM (as root; what .ci/run calls)
 # Tests run on Debian's interpreter, which sees Debian's python3-pyroute2/-iptables/-yaml.
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: check demo unit netns bench bench-guest bench-smoke deb package vagrant
+.PHONY: check demo unit netns realkernel bench bench-guest bench-smoke deb package vagrant
 
-check: unit netns bench-smoke package vagrant
+check: unit netns realkernel bench-smoke package vagrant
 
 deb:
 	tests/install-deps.sh package
@@ -17,9 +17,10 @@ package:
 	tests/install-deps.sh package
 	tests/package/run.sh
 
+# As an unprivileged user (nobody when run as root), as a package build runs it.
 unit:
 	tests/install-deps.sh unit
-	$(PYTEST) tests/unit
+	tests/run-unprivileged.sh $(PYTEST) tests/unit
 
 # The same root tests again inside a Debian 13 root (iptables 1.8.11, python-iptables'
 # issue 353 fix, pyroute2 0.7.7), built once with mmdebstrap and cached outside the repo.
@@ -27,6 +28,12 @@ netns:
 	tests/install-deps.sh unit netns
 	$(PYTEST) tests/netns
 	tests/chroot/run-in-root.sh trixie -- $(PYTEST) tests/unit tests/netns
+
+# Debian 13's own kernel and root booted once under QEMU (TCG, no NIC): the tests that need
+# real ESP and the real xt_SYSRQ, as root, with zero skips. The image is cached outside the repo.
+realkernel:
+	tests/install-deps.sh realkernel
+	tests/realkernel/run.sh
 
 # The main job: build the .deb and the box (or reuse the cache), bring up sender and target
 # under QEMU, run the Debian 13 scenarios, print the table, tear everything down.

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install, from Debian only, what the test tiers need; skip apt entirely when all is there.
-# Usage: tests/install-deps.sh TIER...   (tiers: unit netns package vagrant)
+# Usage: tests/install-deps.sh TIER...   (tiers: unit netns package realkernel vagrant)
 set -eu
 packages=""
 for tier in "$@"; do
@@ -9,10 +9,12 @@ for tier in "$@"; do
                   python3-hypothesis" ;;
         netns) packages="$packages iptables iproute2 kmod mmdebstrap iputils-ping strace" ;;
         package) packages="$packages debhelper dh-python pybuild-plugin-pyproject python3-all
-                  python3-setuptools python3-docutils python3-yaml lintian mmdebstrap fakeroot" ;;
+                  python3-setuptools python3-docutils python3-yaml python3-pytest python3-pyroute2
+                  python3-iptables lintian mmdebstrap fakeroot" ;;
+        realkernel) packages="$packages qemu-system-x86 mmdebstrap e2fsprogs" ;;
         vagrant) packages="$packages vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients
                   qemu-system-x86 qemu-utils mmdebstrap dnsmasq-base e2fsprogs" ;;
-        *) echo "install-deps: unknown tier '$tier' (use unit netns package vagrant)" >&2; exit 2 ;;
+        *) echo "install-deps: unknown tier '$tier' (use unit netns package realkernel vagrant)" >&2; exit 2 ;;
     esac
 done
 missing=""

@@ -234,7 +234,8 @@ def build_parser():
 
 
 def _load(args, **kwargs):
-    return config.load(args.config, **kwargs)
+    # Secrets must belong to whoever runs us: root in production, the user in a test run.
+    return config.load(args.config, **{"secret_owner": os.geteuid(), **kwargs})
 
 
 def _kernel_command(args):
@@ -350,7 +351,8 @@ def _send(args):
         sequences.refuse_masked(steps, peer.allow, peer.name, f"--sequence {args.sequence}")
         print(f"{args.sequence} on {peer.name}: " + ", ".join(
             s.keys or f"wait {s.seconds:g} s" for s in steps))
-    secret = password.load(peer.password_file, f"{cfg.path}: peers[{peer.name}].password_file")
+    secret = password.load(peer.password_file, f"{cfg.path}: peers[{peer.name}].password_file",
+                           owner=os.geteuid())
     seqno = args.seqno
     unconfirmed = 0
     for number, step in enumerate(steps, 1):

@@ -1,9 +1,11 @@
 """A sysrq-appliance installation inside a throwaway namespace, for the root tests.
 
-This host has no xt_SYSRQ, no magic SysRq and no ESP, so the files the controller writes
-live in a scratch directory (a stand-in parameter directory with `password` and `hash`,
-and a stand-in kernel.sysrq), the peer rules jump to ACCEPT instead of SYSRQ, and SAs
-are left out (--without-esp). Policies, firewall rules and everything else are real.
+By default the files the controller writes live in a scratch directory (a stand-in
+parameter directory with `password` and `hash`, and a stand-in kernel.sysrq), the peer rules
+jump to ACCEPT instead of SYSRQ, and SAs are left out (--without-esp): that runs on any
+kernel with network namespaces. Policies, firewall rules and everything else are real.
+`real_module=True` uses the real /sys/module/xt_SYSRQ/parameters, kernel.sysrq and SYSRQ
+target instead, and `esp=True` (per call) the real SAs: for kernels that have them.
 """
 
 import os
@@ -19,15 +21,22 @@ def env():
 
 
 class Installation:
-    def __init__(self, ns, tmp_path, role, backend="nft", half=None, bundle=None):
+    def __init__(self, ns, tmp_path, role, backend="nft", half=None, bundle=None,
+                 real_module=False):
         self.ns, self.dir = ns, tmp_path / role
         self.etc, self.state = self.dir / "etc", self.dir / "state"
-        self.sysfs, self.sysctl = self.dir / "parameters", self.dir / "sysrq"
         self.dir.mkdir(parents=True)
-        self.sysfs.mkdir()
-        (self.sysfs / "password").write_bytes(b"")
-        (self.sysfs / "hash").write_text("sha1\n")
-        self.sysctl.write_text("1\n")
+        if real_module:
+            self.sysfs = pathlib.Path("/sys/module/xt_SYSRQ/parameters")
+            self.sysctl = pathlib.Path("/proc/sys/kernel/sysrq")
+            self.firewall_target = "SYSRQ"
+        else:
+            self.sysfs, self.sysctl = self.dir / "parameters", self.dir / "sysrq"
+            self.firewall_target = "ACCEPT"
+            self.sysfs.mkdir()
+            (self.sysfs / "password").write_bytes(b"")
+            (self.sysfs / "hash").write_text("sha1\n")
+            self.sysctl.write_text("1\n")
         subprocess.run(["cp", "-a", f"{bundle}/{half or role}/.", str(self.etc)], check=True)
         cfg = self.etc / "appliance.yaml"
         text = cfg.read_text().replace("/@ETC@", str(self.etc))
@@ -35,12 +44,12 @@ class Installation:
         self.config = cfg
 
     def cli(self, *argv, check=False, program=("-m", "sysrq_appliance"), esp=False):
-        """Run the CLI in the namespace; without SAs unless `esp` (this kernel has no ESP)."""
+        """Run the CLI in the namespace; without SAs unless `esp`."""
         result = subprocess.run(
             ["ip", "netns", "exec", self.ns.name, "/usr/bin/python3", *program,
              "--config", str(self.config), "--state-dir", str(self.state),
              "--sysfs-dir", str(self.sysfs), "--sysctl-path", str(self.sysctl),
-             "--firewall-target", "ACCEPT", *([] if esp else ["--without-esp"]), *argv],
+             "--firewall-target", self.firewall_target, *([] if esp else ["--without-esp"]), *argv],
             capture_output=True, text=True, env=env())
         if check:
             assert result.returncode == 0, result.stdout + result.stderr
@@ -59,10 +68,17 @@ class Installation:
             "nft6": clean(self.ns.run("ip6tables-nft-save").stdout),
             "legacy": clean(self.ns.run("iptables-legacy-save").stdout),
             "sysctl": self.sysctl.read_text(),
-            "password": (self.sysfs / "password").read_bytes(),
+            "password": _read(self.sysfs / "password"),
             "state files": sorted(p.name for p in self.state.glob("*")
                                   if not p.name.startswith(".")) if self.state.exists() else [],
         }
+
+
+def _read(path):
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:   # the real module is not loaded
+        return None
 
 
 def make_bundle(tmp_path, target="10.10.25.7", sender="10.10.25.1"):

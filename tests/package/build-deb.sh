@@ -71,6 +71,8 @@ if ! dpkg-buildpackage -us -uc -d >"$work/build.log" 2>&1; then
     echo "build-deb: dpkg-buildpackage failed (log above)" >&2
     exit 1
 fi
+# dh_auto_test ran the unit tier (debian/rules): its summary, per python3.
+grep -E '^[0-9]+ passed' "$work/build.log" | sed 's/^/build-deb: dh_auto_test: tests\/unit: /' >&2 || true
 changes=$(ls "$work"/sysrq-appliance_"$version"_*.changes)
 for f in $(awk '/^Files:/ {on=1; next} /^[^ ]/ {on=0} on {print $5}' "$changes") "$changes"; do
     cp "$work/$(basename "$f")" "$out/"

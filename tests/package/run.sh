@@ -31,7 +31,7 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8
 
 ROOT_RECIPE=1     # bump when the way roots are built changes
 TEST_PACKAGES=systemd
-BUILD_PACKAGES=debhelper,dh-python,pybuild-plugin-pyproject,python3-all,python3-setuptools,python3-docutils,python3-yaml,lintian
+BUILD_PACKAGES=debhelper,dh-python,pybuild-plugin-pyproject,python3-all,python3-setuptools,python3-docutils,python3-yaml,python3-pytest,python3-hypothesis,python3-pyroute2,python3-iptables,lintian
 CACHE=${SYSRQ_ROOT_CACHE:-/var/cache/sysrq-appliance/roots}
 here=$(cd "$(dirname "$0")" && pwd)
 # The mirror (or proxy) this machine's apt uses, unless SYSRQ_ROOT_MIRROR names one.
@@ -131,7 +131,8 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
     else
         record "$release" "Recommends resolvable" FAIL "apt-get install -s failed: $(tail -n 3 "$sim" | tr '\n' ' ')"
     fi
-    if run_logged online "${apt[@]}" install -y --download-only --no-install-recommends "$pkg" "$pkg2" netfilter-persistent; then
+    if run_logged online "${apt[@]}" install -y --download-only --no-install-recommends "$pkg" "$pkg2" netfilter-persistent \
+            python3-pytest python3-hypothesis; then
         record "$release" "dependencies resolve from Debian" PASS "apt install --download-only ./$(basename "$deb")"
     else
         record "$release" "dependencies resolve from Debian" FAIL "see $log"; exit 0
@@ -142,7 +143,7 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
 
     # 2. Offline from here. Dependencies first, so that the file lists before and after
     # our package differ only by what is ours.
-    deps="$(dpkg-deb -f "$deb" Depends), netfilter-persistent"   # the latter for our plugin
+    deps="$(dpkg-deb -f "$deb" Depends), netfilter-persistent, python3-pytest, python3-hypothesis"   # our plugin; debian/tests
     run_logged offline "${apt[@]}" satisfy -y --no-download --no-install-recommends "$deps" \
         || { record "$release" "install dependencies" FAIL "apt-get satisfy '$deps' (log: $log)"; exit 0; }
     snapshot() {
@@ -264,6 +265,18 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
     absent=$(for f in $named; do [ -e "$root$f" ] || printf '%s ' "$f"; done)
     check "paths named in the docs exist" "${absent:+missing: }${absent:-$(wc -w <<<"$named") paths: $(tr '\n' ' ' <<<"$named")}" \
         eval '[ -z "$absent" ] && grep -q README.Debian <<<"$named"'
+
+    # debian/tests (autopkgtest): the unit tier against the installed package, as nobody.
+    # Its scratch under /run, not the 1777 /tmp: the program rightly refuses secrets on a path
+    # that others can write to, and the tests write secrets.
+    mkdir -p "$root/tmp/src" "$root/run/autopkgtest"
+    cp -r "$repo/debian" "$repo/tests" "$repo/docs" "$root/tmp/src/"
+    chown 65534 "$root/run/autopkgtest"; chmod 0700 "$root/run/autopkgtest"
+    at=$(offline setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/run/autopkgtest \
+             AUTOPKGTEST_TMP=/run/autopkgtest sh -c 'cd /tmp/src && debian/tests/unit' 2>&1) && rc=0 || rc=$?
+    echo "$at" >>"$log"
+    check "autopkgtest unit (installed package)" "exit $rc: $(grep -E '(passed|failed|error)' <<<"$at" | tail -n 1)" \
+        eval '[ "$rc" = 0 ] && grep -q "^testing the installed package: /usr/lib/python3/dist-packages/" <<<"$at"'
 
     # 3. Upgrade to a rebuilt higher version: password, keys and modified configs stay.
     echo "# changed by the admin" >>"$root/etc/sysrq-appliance/appliance.yaml"
