@@ -3,7 +3,7 @@
 Three independent references:
 - ctypes mirrors of include/uapi/linux/xfrm.h: ctypes lays structures out like the C
   compiler, padding included, so sizes and offsets come from the C rules, not from our tables;
-- the offsets and sizes printed in xfrm.h terms (and measured, design.md section 2);
+- the offsets and sizes printed in xfrm.h terms (and measured in a guest kernel);
 - golden requests sent by iproute2 6.1.0 (`ip xfrm ...`), captured with
   `strace -e trace=sendmsg -e write=all` in a throwaway netns (sequence number zeroed).
 """
