@@ -192,7 +192,13 @@ start() {
     libvirt_chains >"$SYSRQ_STATE/libvirt-chains.before"
     fix_kvm_mode
     start_daemons
-    virsh_q capabilities | grep -q "<domain type='qemu'" || die "libvirt offers no qemu (TCG) domains"
+    # A libvirtd that has just started may not have probed QEMU yet (seen right after a stop).
+    local i
+    for i in $(seq 30); do
+        virsh_q capabilities | grep -q "<domain type='qemu'" && break
+        [ "$i" = 30 ] && die "libvirt offers no qemu (TCG) domains"
+        sleep 1
+    done
     create_pool
     local mask first second last
     read -r mask first second last < <(mask_of "$SYSRQ_MGMT_SUBNET")

@@ -131,6 +131,8 @@ check_isolation() {
 
 run_scenarios() {
     [ -s "$RUN_DIR/ssh-config" ] || die "no VMs up for $RELEASE (run: $0 $RELEASE up)"
+    # @start runs `vagrant up`: the box these machines were made from, never a default one.
+    SYSRQ_BOX=$(cat "$RUN_DIR/box"); export SYSRQ_BOX
     local t rc=0 scn
     t=$(now); check_isolation; timing isolation $(($(now) - t))
     [ $# -gt 0 ] || set -- "$HERE/scenarios/$RELEASE.scn"

@@ -14,6 +14,11 @@ COMMAND runs as root on HOST (a Vagrant machine name) through ssh, or is one of
     -            nothing (for expectations about the machine itself)
     @mark        put a mark into HOST's kernel log; `log` expectations read after it
     @reboot      reboot HOST and wait until ssh answers again
+    @start       boot HOST again after a poweroff (vagrant up, no provisioning), wait for ssh
+    @overlay DIR lay the files under DIR (relative to this file; it mirrors HOST's /) over
+                 HOST's files, root-owned, mode 0600 (0700 if executable or a directory);
+                 the files it replaces are kept on HOST
+    @restore     put back every file the overlays on HOST replaced, remove the ones they added
 
 EXPECTATION is one of (TEXT and REGEX in double quotes; "output" is stdout and stderr):
     ok | fails | exit N                   exit status 0 / not 0 / N
@@ -35,11 +40,13 @@ Uses only the standard library and the system's ssh; needs Debian's /usr/bin/pyt
 """
 import argparse
 import dataclasses
+import io
 import os
 import re
 import shlex
 import subprocess
 import sys
+import tarfile
 import time
 
 COMMAND_TIMEOUT = int(os.environ.get("SCN_TIMEOUT", "180"))
@@ -51,6 +58,53 @@ KINDS = {  # kind: (number of TEXT/N arguments, name of the optional seconds key
     "powered-off": (0, "within", 120), "unreachable": (0, "within", 60),
     "reachable": (0, "within", 300), "serial": (1, "within", 10),
 }
+
+
+COMMANDS = ("@mark", "@reboot", "@start", "@overlay", "@restore")
+
+# Where @overlay keeps, on the host, the originals it replaced (saved/) and the list of the
+# files and directories it added (created); @restore undoes both and removes it.
+OVERLAY_STATE = "/var/lib/sysrq-scenario-overlay"
+OVERLAY_SCRIPT = r"""set -eu
+state=%(state)s
+new=$(mktemp -d)
+trap 'rm -rf "$new"' EXIT
+tar -C "$new" -xpf -
+mkdir -p -m 0700 "$state/saved"
+touch "$state/created"
+cd "$new"
+# Sorted: a directory comes before what it holds.
+find . -mindepth 1 | sort | while read -r src; do
+    dest=${src#.}
+    if [ -d "$src" ]; then
+        [ -d "$dest" ] || { install -d -m 0700 "$dest"; echo "$dest" >>"$state/created"; }
+        continue
+    fi
+    if [ ! -e "$dest" ]; then
+        echo "$dest" >>"$state/created"
+    elif [ ! -e "$state/saved$dest" ] && ! grep -qxF "$dest" "$state/created"; then
+        mkdir -p "$state/saved${dest%%/*}"
+        cp -a "$dest" "$state/saved$dest"
+    fi
+    cp -p "$src" "$dest"
+    echo "overlay: $dest"
+done
+""" % {"state": OVERLAY_STATE}
+RESTORE_SCRIPT = r"""set -eu
+state=%(state)s
+[ -d "$state" ] || { echo "restore: no overlay to undo"; exit 0; }
+# Reverse order: what a directory holds goes before the directory.
+sort -r "$state/created" | while read -r path; do
+    if [ -d "$path" ]; then rmdir "$path"; else rm -f "$path"; fi
+    echo "restore: removed $path"
+done
+cd "$state/saved"
+find . -type f | while read -r src; do
+    cp -a "$src" "${src#.}"
+    echo "restore: ${src#.}"
+done
+rm -rf "$state"
+""" % {"state": OVERLAY_STATE}
 
 
 class ScenarioError(Exception):
@@ -156,8 +210,27 @@ def load(path, seen=()):
         elif line.startswith("todo:"):
             checks.append(Check(where, "", "", None, line[len("todo:"):].strip()))
         else:
-            checks.append(parse_check(line, where))
+            checks.append(resolve_command(parse_check(line, where), path))
     return checks
+
+
+def resolve_command(check, path):
+    """Refuse an unknown @command; make @overlay's directory absolute (it is relative to
+    the file that names it, as includes are)."""
+    if not check.command.startswith("@"):
+        return check
+    name, _, arg = check.command.partition(" ")
+    if name not in COMMANDS:
+        raise ScenarioError(f"{check.where}: unknown command {name}; use one of: "
+                            f"{', '.join(COMMANDS)}")
+    if (name == "@overlay") != bool(arg.strip()):
+        raise ScenarioError(f"{check.where}: @overlay takes one directory, the others nothing")
+    if name != "@overlay":
+        return check
+    directory = os.path.join(os.path.dirname(path), arg.strip())
+    if not os.path.isdir(directory):
+        raise ScenarioError(f"{check.where}: overlay directory {directory} does not exist")
+    return dataclasses.replace(check, command=f"@overlay {directory}")
 
 
 # ------------------------------------------------------------------------------ running
@@ -180,7 +253,7 @@ class Hosts:
         self.serial_marks = {}
 
     def ssh(self, host, command, timeout=COMMAND_TIMEOUT, shared=True, connect_timeout=15,
-            login=False):
+            login=False, stdin=None):
         argv = ["ssh", "-F", self.ssh_config, "-o", "BatchMode=yes",
                 "-o", f"ConnectTimeout={connect_timeout}",
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
@@ -193,8 +266,9 @@ class Hosts:
             argv += ["-tt"]
         argv += [host, "sudo -n sh -c " + shlex.quote(command)]
         try:
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=timeout)
+            done = subprocess.run(argv, capture_output=True, timeout=timeout,
+                                  **({"input": stdin} if stdin is not None
+                                     else {"stdin": subprocess.DEVNULL}))
         except subprocess.TimeoutExpired as exc:
             out = (exc.stdout or b"") + (exc.stderr or b"")
             return Result(None, out.decode(errors="replace") + f"\n[timed out after {timeout} s]")
@@ -234,15 +308,34 @@ class Hosts:
     def reboot(self, host):
         self.ssh(host, "systemctl reboot", timeout=30)
         self.forget_connection(host)
-        deadline = time.monotonic() + 600
         time.sleep(10)
+        return self.wait_until_up(host)
+
+    def start(self, host):
+        done = subprocess.run(["vagrant", "up", "--no-provision", host], cwd=self.vagrant_dir,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=900)
+        self.forget_connection(host)
+        if done.returncode != 0:
+            return Result(done.returncode, done.stdout + done.stderr)
+        return self.wait_until_up(host)
+
+    def wait_until_up(self, host, seconds=600):
+        """Wait until ssh answers on HOST and it has booted since (uptime below `seconds`)."""
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             result = self.ssh(host, "cat /proc/uptime", timeout=30, shared=False,
                               connect_timeout=10)
-            if result.status == 0 and float(result.output.split()[0]) < 600:
+            if result.status == 0 and float(result.output.split()[0]) < seconds:
                 return Result(0, f"up again: uptime {result.output.split()[0]} s")
             time.sleep(5)
-        return Result(None, "not back within 600 s")
+        return Result(None, f"not back within {seconds} s")
+
+    def overlay(self, host, directory):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(directory, arcname=".", filter=_root_private)
+        return self.ssh(host, OVERLAY_SCRIPT, stdin=buf.getvalue())
 
     def power_state(self, host):
         done = subprocess.run(["vagrant", "status", "--machine-readable", host],
@@ -254,6 +347,14 @@ class Hosts:
         return "unknown"
 
 
+def _root_private(info):
+    """Overlay files are configs and secrets: root's, and no one else's."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode = 0o700 if info.isdir() or info.mode & 0o100 else 0o600
+    return info
+
+
 def evaluate(check, hosts):
     """(passed, detail) for one check."""
     expect = check.expect
@@ -263,6 +364,12 @@ def evaluate(check, hosts):
         result = hosts.mark(check.host)
     elif check.command == "@reboot":
         result = hosts.reboot(check.host)
+    elif check.command == "@start":
+        result = hosts.start(check.host)
+    elif check.command.startswith("@overlay "):
+        result = hosts.overlay(check.host, check.command.split(" ", 1)[1])
+    elif check.command == "@restore":
+        result = hosts.ssh(check.host, RESTORE_SCRIPT)
     elif check.command != "-":
         result = hosts.ssh(check.host, check.command)
     hosts.log(f"--- {check.where} {check.host}: {check.command}\n"
