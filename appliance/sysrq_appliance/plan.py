@@ -24,6 +24,11 @@ class Desired:
     password: bytes | None = field(default=None, repr=False)   # target only
     sysrq_mask: int | None = None           # target only
     module_hash: str | None = None          # target only
+    # The state `down` drives towards: nothing of ours, kernel.sysrq as it was before us.
+    nothing: bool = False
+
+
+NOTHING = Desired((), (), nothing=True)
 
 
 def reqids(peers):

@@ -2,17 +2,32 @@
 
 import json
 import secrets
-import subprocess
+from dataclasses import dataclass
 
 from sysrq_appliance import controller, firewall, plan, system, sysrq
 
 
+@dataclass(frozen=True)
+class HostFacts:
+    """What status shows of a target beyond our kernel objects."""
+    xtables_addons: tuple | None          # (major, minor) installed, None if unknown
+    legacy_chain_present: bool            # our chain in the legacy tables (nft in use)
+
+
 def report(ctx, sock, backend):
     """A JSON-ready dict; never contains a secret."""
-    cfg = ctx.cfg
     desired = controller.desired_state(ctx)
     observed = controller.observe(ctx, sock, backend)
-    drift = [s.description for s in controller.changes(ctx, desired, observed, sock, backend)]
+    drift = [c.describe() for c in controller.changes(ctx, desired, observed)]
+    host = None
+    if ctx.cfg.role == "target":
+        host = HostFacts(system.xtables_addons_version(),
+                         backend.name == "nft" and firewall.legacy_chain_present())
+    return summarize(ctx.cfg, desired, observed, drift, host, backend.name, ctx.with_sa)
+
+
+def summarize(cfg, desired, observed, drift, host, backend_name, with_sa=True):
+    """Pure: the report of `observed` against `desired` (drift: the changes' lines)."""
     states = {(s.dst, s.spi): (s, c) for s, c in observed.states}
     policies = {(p.selector, p.dir) for p in observed.policies}
     chain = observed.chains.get(desired.chain.family) if desired.chain else None
@@ -40,14 +55,14 @@ def report(ctx, sock, backend):
             entry["rule"] = rule_counters.get(peer.address, {"present": False})
         peers.append(entry)
     result = {"role": cfg.role, "config": cfg.path, "peers": peers, "drift": drift,
-              "in_sync": not drift, "esp": "programmed" if ctx.with_sa else
+              "in_sync": not drift, "esp": "programmed" if with_sa else
               "not programmed (--without-esp)"}
     if cfg.role == "target":
-        version = system.xtables_addons_version()
+        version = host.xtables_addons
         result.update(
-            backend=backend.name,
+            backend=backend_name,
             module={"loaded": observed.module_loaded,
-                    "hash": system.module_hash(ctx.paths),
+                    "hash": observed.module_hash,
                     "xtables_addons": ".".join(map(str, version)) if version else None},
             password_set=observed.kernel_password is not None
             and secrets.compare_digest(observed.kernel_password, desired.password),
@@ -55,7 +70,7 @@ def report(ctx, sock, backend):
                           "allows": sysrq.names_for(observed.sysrq_mask or 0),
                           "wanted": desired.sysrq_mask},
             drop_rule=rule_counters.get("drop", {"present": False}),
-            legacy_rules_while_nft=backend.name == "nft" and _legacy_chain_present())
+            legacy_rules_while_nft=host.legacy_chain_present)
     return result
 
 
@@ -73,14 +88,6 @@ def _rule_counters(spec, chain):
         line = wanted[-1]
         result["drop"] = {"present": line in counters, "packets": counters.get(line, (0, 0))[0]}
     return result
-
-
-def _legacy_chain_present():
-    try:
-        out = subprocess.run(["iptables-legacy-save"], capture_output=True, text=True).stdout
-    except FileNotFoundError:
-        return False
-    return f":{firewall.CHAIN} " in out
 
 
 def render_text(result):

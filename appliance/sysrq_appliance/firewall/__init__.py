@@ -218,6 +218,40 @@ def mismatch(observed: ObservedChain | None, spec: ChainSpec) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------- as a script
+
+DELETE_JUMP = f"-D INPUT -j {CHAIN}"
+INSERT_JUMP = f"-I INPUT 1 -j {CHAIN}"
+TOOLS = {4: "iptables", 6: "ip6tables"}
+
+
+def install_script(spec: ChainSpec, before: ObservedChain | None) -> list[str]:
+    """The iptables-restore script that turns `before` into `spec`."""
+    script = ["*filter", f"-F {CHAIN}" if before is not None else f":{CHAIN} - [0:0]"]
+    script += render(spec)
+    if not jump_in_place(before):
+        script += [DELETE_JUMP] * (before.jump_count if before is not None else 0)
+        script.append(INSERT_JUMP)
+    return script + ["COMMIT"]
+
+
+def remove_script(before: ObservedChain) -> list[str]:
+    """The iptables-restore script that removes our jumps and chain."""
+    return ["*filter", *[DELETE_JUMP] * before.jump_count, f"-F {CHAIN}", f"-X {CHAIN}", "COMMIT"]
+
+
+def as_commands(family: int, script: list[str]) -> tuple[str, ...]:
+    """A restore script as the `iptables` commands it stands for (one transaction in fact)."""
+    tool = TOOLS[family]
+    commands = []
+    for line in script:
+        if line.startswith(":"):
+            commands.append(f"{tool} -N {line[1:].split()[0]}")
+        elif line.startswith("-"):
+            commands.append(f"{tool} {line}")
+    return tuple(commands)
+
+
 # ---------------------------------------------------------------------------- shared machinery
 
 def run(argv: list[str], stdin: str | None = None) -> str:
@@ -287,6 +321,20 @@ class ChainBackend:
 
 
 # ---------------------------------------------------------------------------- backend choice
+
+BACKENDS = ("nft", "legacy")   # firewall.backend: "auto" or one of these
+
+
+def legacy_chain_present() -> bool:
+    """Our chain in the IPv4 legacy tables (a warning when iptables uses nf_tables)."""
+    from sysrq_appliance.firewall.legacy import LegacyBackend
+    try:
+        out = subprocess.run([LegacyBackend.save_tools[4]], capture_output=True,
+                             text=True).stdout
+    except FileNotFoundError:
+        return False
+    return f":{CHAIN} " in out
+
 
 def detect_backend() -> str:
     """"nft" or "legacy": the backend the system's `iptables` uses (`iptables -V`)."""

@@ -5,7 +5,7 @@ chain and rule alone; the kernel applies the whole script at COMMIT or none of i
 
     *filter
     -F SYSRQ-APPLIANCE                  (or ":SYSRQ-APPLIANCE - [0:0]" to create it)
-    -A SYSRQ-APPLIANCE ...              render(spec)
+    -A SYSRQ-APPLIANCE ...              render(spec)   (firewall.install_script)
     -D INPUT -j SYSRQ-APPLIANCE         once per jump, only when the jump is not exactly
     -I INPUT 1 -j SYSRQ-APPLIANCE       one at the top of INPUT
     COMMIT
@@ -13,27 +13,10 @@ chain and rule alone; the kernel applies the whole script at COMMIT or none of i
 
 from __future__ import annotations
 
-from sysrq_appliance.firewall import (CHAIN, ChainBackend, ChainSpec, ObservedChain,
-                                      check_script, jump_in_place, render, run)
+from sysrq_appliance.firewall import (ChainBackend, ChainSpec, ObservedChain, check_script,
+                                      install_script, remove_script, run)
 
 _RESTORE = {4: "iptables-nft-restore", 6: "ip6tables-nft-restore"}
-_DELETE_JUMP = f"-D INPUT -j {CHAIN}"
-_INSERT_JUMP = f"-I INPUT 1 -j {CHAIN}"
-
-
-def install_script(spec: ChainSpec, before: ObservedChain | None) -> list[str]:
-    """The restore script that turns `before` into `spec`."""
-    script = ["*filter", f"-F {CHAIN}" if before is not None else f":{CHAIN} - [0:0]"]
-    script += render(spec)
-    if not jump_in_place(before):
-        script += [_DELETE_JUMP] * (before.jump_count if before is not None else 0)
-        script.append(_INSERT_JUMP)
-    return script + ["COMMIT"]
-
-
-def remove_script(before: ObservedChain) -> list[str]:
-    """The restore script that removes our jumps and chain."""
-    return ["*filter", *[_DELETE_JUMP] * before.jump_count, f"-F {CHAIN}", f"-X {CHAIN}", "COMMIT"]
 
 
 class NftBackend(ChainBackend):

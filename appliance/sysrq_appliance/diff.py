@@ -1,0 +1,278 @@
+"""desired state + observed state -> the ordered changes that make one into the other.
+
+Pure: no I/O, no sockets, no clock. Every change is a `Change(resource, op, want, old)`
+record that knows how to say itself in one line (`describe`) and as the commands a reader
+already knows (`commands`: `ip xfrm ...`, `iptables ...`, `sysctl -w ...`). The executors
+turn them into kernel calls; `plan` only prints them.
+
+Resources, in the order apply arms them (the trigger, our chain, last):
+
+    module         xt_SYSRQ loaded (want: the hash it loads with)
+    password       xt_SYSRQ's password parameter (want/old: Secret)
+    kernel.sysrq   the SysRq bitmask (want/old: int)
+    sa             an ESP SA (want/old: xfrm.State)
+    policy         an xfrm policy (want/old: xfrm.Policy)
+    chain          our firewall chain and its jump, per family (want: ChainSpec,
+                   old: ObservedChain)
+    esp-floors     where deleted outbound SAs' counters ended (down only; want: {spi: oseq})
+
+`down` is the same diff towards `plan.NOTHING`, ordered the other way round.
+"""
+
+import secrets
+from dataclasses import dataclass, field
+
+from sysrq_appliance import firewall, xfrm
+
+FAMILIES = (4, 6)
+ADD, UPDATE, DELETE = "add", "update", "delete"
+
+# Safe order: a rank per (resource, op); equal ranks keep the order they were found in.
+# apply: module -> password -> kernel.sysrq -> SAs -> policies -> stale SAs -> chain.
+APPLY_ORDER = {("module", ADD): 0, ("password", ADD): 1, ("password", UPDATE): 1,
+               ("kernel.sysrq", UPDATE): 2, ("sa", ADD): 3, ("sa", UPDATE): 3,
+               ("policy", ADD): 4, ("policy", UPDATE): 4, ("policy", DELETE): 5,
+               ("sa", DELETE): 6, ("chain", ADD): 7, ("chain", UPDATE): 7,
+               ("chain", DELETE): 7}
+# down: disarm the trigger first, then the tunnel, then the host settings.
+DOWN_ORDER = {("chain", DELETE): 0, ("policy", DELETE): 1, ("sa", DELETE): 2,
+              ("esp-floors", UPDATE): 3, ("kernel.sysrq", DELETE): 4, ("module", DELETE): 5}
+
+SYSFS_PASSWORD = "/sys/module/xt_SYSRQ/parameters/password"
+_PROTOCOL_NAMES = {xfrm.IPPROTO_UDP: "udp", xfrm.IPPROTO_ICMP: "icmp",
+                   xfrm.IPPROTO_ICMPV6: "ipv6-icmp"}
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A password in a change record: compared in constant time, never printed."""
+    value: bytes = field(repr=False)
+
+    def __eq__(self, other):
+        return isinstance(other, Secret) and secrets.compare_digest(self.value, other.value)
+
+    def __hash__(self):
+        return 0
+
+
+@dataclass(frozen=True)
+class Change:
+    resource: str
+    op: str            # add | update | delete
+    want: object       # the value wanted (None for delete)
+    old: object        # the value observed (None for add)
+
+    def describe(self) -> str:
+        return _DESCRIBE[self.resource](self)
+
+    def commands(self) -> tuple[str, ...]:
+        """The same change as commands a reader knows; secrets shown as <placeholders>."""
+        return _COMMANDS[self.resource](self)
+
+
+# ------------------------------------------------------------------------------ the diff
+
+def diff(desired, observed, with_sa=True):
+    """The changes that turn `observed` into `desired` (plan.NOTHING: remove ours), in the
+    safe order. `with_sa=False` leaves SAs alone (kernels without ESP)."""
+    if desired.nothing:
+        changes = _teardown(observed)
+        return sorted(changes, key=lambda c: DOWN_ORDER[c.resource, c.op])
+    changes = []
+    if desired.password is not None:     # target: the host settings xt_SYSRQ needs
+        changes += _module(desired, observed)
+    if with_sa:
+        changes += _states(desired.states, [s for s, _ in observed.states])
+    changes += _policies(desired.policies, observed.policies)
+    changes += _chains(desired.chain, observed.chains)
+    return sorted(changes, key=lambda c: APPLY_ORDER[c.resource, c.op])
+
+
+def _module(desired, observed):
+    changes = []
+    if not observed.module_loaded:
+        changes.append(Change("module", ADD, desired.module_hash, None))
+    old = observed.kernel_password
+    if old is None or not secrets.compare_digest(old, desired.password):
+        changes.append(Change("password", ADD if old is None else UPDATE,
+                              Secret(desired.password), None if old is None else Secret(old)))
+    current = observed.sysrq_mask
+    if current is not None and current != desired.sysrq_mask:
+        changes.append(Change("kernel.sysrq", UPDATE, desired.sysrq_mask, current))
+    return changes
+
+
+def _states(desired, observed):
+    """SAs are keyed by (dst, spi), as the kernel keys them."""
+    have = {(s.dst, s.spi): s for s in observed}
+    wanted = {(s.dst, s.spi) for s in desired}
+    changes = []
+    for want in desired:
+        old = have.get((want.dst, want.spi))
+        if old is None:
+            changes.append(Change("sa", ADD, want, None))
+        elif old != want:
+            changes.append(Change("sa", UPDATE, want, old))
+    changes += [Change("sa", DELETE, None, old) for old in observed
+                if (old.dst, old.spi) not in wanted]
+    return changes
+
+
+def _policies(desired, observed):
+    """Policies are keyed by (selector, dir), as the kernel keys them."""
+    have = {(p.selector, p.dir): p for p in observed}
+    wanted = {(p.selector, p.dir) for p in desired}
+    changes = []
+    for want in desired:
+        old = have.get((want.selector, want.dir))
+        if old is None:
+            changes.append(Change("policy", ADD, want, None))
+        elif old != want:
+            changes.append(Change("policy", UPDATE, want, old))
+    changes += [Change("policy", DELETE, None, old) for old in observed
+                if (old.selector, old.dir) not in wanted]
+    return changes
+
+
+def _chains(spec, chains):
+    changes = []
+    for family in FAMILIES:
+        old = chains.get(family)
+        if spec is not None and spec.family == family:
+            if firewall.mismatch(old, spec) is not None:
+                changes.append(Change("chain", ADD if old is None else UPDATE, spec, old))
+        elif old is not None:
+            changes.append(Change("chain", DELETE, None, old))
+    return changes
+
+
+def _teardown(observed):
+    """Everything of ours, removed; what the host had before us, put back."""
+    changes = [Change("chain", DELETE, None, chain) for chain in
+               (observed.chains.get(f) for f in FAMILIES) if chain is not None]
+    changes += [Change("policy", DELETE, None, p) for p in observed.policies]
+    changes += [Change("sa", DELETE, None, s) for s, _ in observed.states]
+    if observed.states:
+        changes.append(Change("esp-floors", UPDATE, {s.spi: s.oseq for s, _ in observed.states},
+                              None))
+    if observed.saved_sysrq is not None:
+        changes.append(Change("kernel.sysrq", DELETE, None, observed.saved_sysrq))
+    if observed.module_loaded and observed.our_password_loaded:
+        changes.append(Change("module", DELETE, None, None))
+    return changes
+
+
+def undoable(change) -> bool:
+    """Does a failed apply undo this change? Not a chain rewrite (the chain is the last step
+    and was ours already) nor anything `down` does (it never re-arms)."""
+    return (change.resource, change.op) in {
+        ("module", ADD), ("password", ADD), ("password", UPDATE), ("kernel.sysrq", UPDATE),
+        ("sa", ADD), ("sa", UPDATE), ("sa", DELETE), ("policy", ADD), ("policy", UPDATE),
+        ("policy", DELETE), ("chain", ADD)}
+
+
+def undo_plan(done):
+    """The changes a failed apply takes back, newest first."""
+    return [c for c in reversed(done) if undoable(c)]
+
+
+# ------------------------------------------------------------------------------ one line each
+
+def _describe_state_key(s):
+    return f"SA {s.src} -> {s.dst} spi {s.spi:#010x}"
+
+
+def _describe_policy_key(p):
+    sel = p.selector
+    what = {xfrm.IPPROTO_UDP: f"udp dport {sel.dport}",
+            xfrm.IPPROTO_ICMP: f"icmp type {sel.sport} code {sel.dport}",
+            xfrm.IPPROTO_ICMPV6: f"icmpv6 type {sel.sport} code {sel.dport}"}.get(sel.proto, "")
+    return f"policy {p.dir} {sel.src} -> {sel.dst} {what}".rstrip()
+
+
+def _subject(c):
+    return c.want if c.want is not None else c.old
+
+
+_DESCRIBE = {
+    "module": lambda c: ("load kernel module xt_SYSRQ" if c.op == ADD else
+                         "clear the xt_SYSRQ password and unload the module if unused"),
+    "password": lambda c: "set the xt_SYSRQ password",
+    "kernel.sysrq": lambda c: (f"set kernel.sysrq {c.old} -> {c.want}" if c.op == UPDATE else
+                               f"restore kernel.sysrq {c.old}"),
+    "sa": lambda c: f"{c.op} {_describe_state_key(_subject(c))}",
+    "policy": lambda c: f"{c.op} {_describe_policy_key(_subject(c))}",
+    "chain": lambda c: (f"remove IPv{c.old.family} chain {firewall.CHAIN}" if c.op == DELETE else
+                        f"install IPv{c.want.family} chain {firewall.CHAIN} "
+                        f"({len(c.want.rules)} peer rule(s))"),
+    "esp-floors": lambda c: "remember where the deleted SAs' sequence numbers ended",
+}
+
+
+# ------------------------------------------------------------------------------ as commands
+
+def ip_xfrm_state(verb, s):
+    """`ip xfrm state VERB ...` for State `s`; keys shown as <key>."""
+    line = f"ip xfrm state {verb} src {s.src} dst {s.dst} proto esp spi {s.spi:#010x}"
+    if verb != "add":
+        return line
+    line += f" reqid {s.reqid:#x} mode tunnel replay-window {xfrm.REPLAY_WINDOW}"
+    if s.aead is not None:
+        line += f" aead '{s.aead.name}' <key> {s.aead.bits}"
+    if s.crypt is not None:
+        line += f" enc '{s.crypt.name}' <key>"
+    if s.auth is not None:
+        line += f" auth-trunc '{s.auth.name}' <key> {s.auth.bits}"
+    return line
+
+
+def ip_xfrm_policy(verb, p):
+    """`ip xfrm policy VERB ...` for Policy `p`."""
+    sel = p.selector
+    bits = 32 if ":" not in sel.src else 128
+    line = f"ip xfrm policy {verb} src {sel.src}/{bits} dst {sel.dst}/{bits}"
+    if sel.proto:
+        line += f" proto {_PROTOCOL_NAMES.get(sel.proto, sel.proto)}"
+        words = (("type", "code") if sel.proto in (xfrm.IPPROTO_ICMP, xfrm.IPPROTO_ICMPV6)
+                 else ("sport", "dport"))
+        line += "".join(f" {w} {v}" for w, v in zip(words, (sel.sport, sel.dport))
+                        if v is not None)
+    line += f" dir {p.dir}"
+    if verb == "delete" or p.template is None:
+        return line
+    t = p.template
+    return (line + f" priority {p.priority} tmpl src {t.src} dst {t.dst} proto esp"
+            f" reqid {t.reqid:#x} mode tunnel")
+
+
+def _sa_commands(c):
+    if c.op == ADD:
+        return (ip_xfrm_state("add", c.want),)
+    if c.op == UPDATE:   # the kernel cannot rekey in place (see XfrmSocket.update_state)
+        return ip_xfrm_state("delete", c.old), ip_xfrm_state("add", c.want)
+    return (ip_xfrm_state("delete", c.old),)
+
+
+def _policy_commands(c):
+    return (ip_xfrm_policy({ADD: "add", UPDATE: "update", DELETE: "delete"}[c.op],
+                           _subject(c)),)
+
+
+def _chain_commands(c):
+    family = (c.want or c.old).family
+    script = (firewall.remove_script(c.old) if c.op == DELETE
+              else firewall.install_script(c.want, c.old))
+    return firewall.as_commands(family, script)
+
+
+_COMMANDS = {
+    "module": lambda c: ((f"modprobe xt_SYSRQ hash={c.want}" if c.want != "sha1"
+                          else "modprobe xt_SYSRQ",) if c.op == ADD else
+                         (f"printf '%s' '<random>' > {SYSFS_PASSWORD}", "modprobe -r xt_SYSRQ")),
+    "password": lambda c: (f"printf '%s' '<password>' > {SYSFS_PASSWORD}",),
+    "kernel.sysrq": lambda c: (f"sysctl -w kernel.sysrq={c.want if c.op == UPDATE else c.old}",),
+    "sa": _sa_commands,
+    "policy": _policy_commands,
+    "chain": _chain_commands,
+    "esp-floors": lambda c: (),
+}
