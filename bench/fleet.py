@@ -1,7 +1,7 @@
 """Configs with N peers, for the benchmarks and drills (not for production use).
 
 write_fleet(dir, n, role) writes DIR/appliance.yaml with n peers 10.64.x.y, one key file
-each and the password files, all 0600 in 0700 directories, as `pair` would.
+each and the password files (one per target on a sender), all 0600 in 0700 directories, as `pair` would.
 """
 
 import ipaddress
@@ -33,8 +33,10 @@ def write_fleet(directory, n, role):
         lines += [f"  - name: p{i}", f"    address: {peer_address(i)}",
                   f"    spi_in: {0x10000 + 2 * i:#x}", f"    spi_out: {0x10001 + 2 * i:#x}",
                   f"    key_file: {key_file}"]
-        if role == "sender":
-            lines.append(f"    password_file: {directory}/password")
+        if role == "sender":   # one file per target, as config requires of every secret
+            password_file = os.path.join(directory, "passwords", f"p{i}")
+            write_secret(password_file, secret)
+            lines.append(f"    password_file: {password_file}")
     if role == "target":
         lines += ["sysrq:", f"  password_file: {directory}/password"]
     write_secret(os.path.join(directory, "appliance.yaml"), ("\n".join(lines) + "\n").encode())
