@@ -39,8 +39,6 @@ DOWN_ORDER = {("chain", DELETE): 0, ("policy", DELETE): 1, ("sa", DELETE): 2,
               ("esp-floors", UPDATE): 3, ("kernel.sysrq", DELETE): 4, ("module", DELETE): 5}
 
 SYSFS_PASSWORD = "/sys/module/xt_SYSRQ/parameters/password"
-_PROTOCOL_NAMES = {xfrm.IPPROTO_UDP: "udp", xfrm.IPPROTO_ICMP: "icmp",
-                   xfrm.IPPROTO_ICMPV6: "ipv6-icmp"}
 
 
 @dataclass(frozen=True)
@@ -211,50 +209,16 @@ _DESCRIBE = {
 
 # ------------------------------------------------------------------------------ as commands
 
-def ip_xfrm_state(verb, s):
-    """`ip xfrm state VERB ...` for State `s`; keys shown as <key>."""
-    line = f"ip xfrm state {verb} src {s.src} dst {s.dst} proto esp spi {s.spi:#010x}"
-    if verb != "add":
-        return line
-    line += f" reqid {s.reqid:#x} mode tunnel replay-window {xfrm.REPLAY_WINDOW}"
-    if s.aead is not None:
-        line += f" aead '{s.aead.name}' <key> {s.aead.bits}"
-    if s.crypt is not None:
-        line += f" enc '{s.crypt.name}' <key>"
-    if s.auth is not None:
-        line += f" auth-trunc '{s.auth.name}' <key> {s.auth.bits}"
-    return line
-
-
-def ip_xfrm_policy(verb, p):
-    """`ip xfrm policy VERB ...` for Policy `p`."""
-    sel = p.selector
-    bits = 32 if ":" not in sel.src else 128
-    line = f"ip xfrm policy {verb} src {sel.src}/{bits} dst {sel.dst}/{bits}"
-    if sel.proto:
-        line += f" proto {_PROTOCOL_NAMES.get(sel.proto, sel.proto)}"
-        words = (("type", "code") if sel.proto in (xfrm.IPPROTO_ICMP, xfrm.IPPROTO_ICMPV6)
-                 else ("sport", "dport"))
-        line += "".join(f" {w} {v}" for w, v in zip(words, (sel.sport, sel.dport))
-                        if v is not None)
-    line += f" dir {p.dir}"
-    if verb == "delete" or p.template is None:
-        return line
-    t = p.template
-    return (line + f" priority {p.priority} tmpl src {t.src} dst {t.dst} proto esp"
-            f" reqid {t.reqid:#x} mode tunnel")
-
-
 def _sa_commands(c):
     if c.op == ADD:
-        return (ip_xfrm_state("add", c.want),)
+        return (xfrm.ip_state_command("add", c.want),)
     if c.op == UPDATE:   # the kernel cannot rekey in place (see XfrmSocket.update_state)
-        return ip_xfrm_state("delete", c.old), ip_xfrm_state("add", c.want)
-    return (ip_xfrm_state("delete", c.old),)
+        return xfrm.ip_state_command("delete", c.old), xfrm.ip_state_command("add", c.want)
+    return (xfrm.ip_state_command("delete", c.old),)
 
 
 def _policy_commands(c):
-    return (ip_xfrm_policy({ADD: "add", UPDATE: "update", DELETE: "delete"}[c.op],
+    return (xfrm.ip_policy_command({ADD: "add", UPDATE: "update", DELETE: "delete"}[c.op],
                            _subject(c)),)
 
 

@@ -260,3 +260,39 @@ def test_policy_bytes_equal_iproute2(netns, policy):
         theirs = captured(netns, "ip", "xfrm", "policy", verb, *ip_args)[-1]
         assert X.request_bytes(msg, msg_type).hex() == theirs.hex(), verb
         assert ours.hex() == theirs.hex(), verb
+
+
+def _many_policies(n):
+    """n narrow out-policies of ours to 10.64.x.y, as a sender with n targets has."""
+    result = []
+    for i in range(n):
+        peer = f"10.64.{i // 250}.{i % 250 + 1}"
+        result.append(Policy(Selector("10.63.0.1", peer, 17, dport=9), "out",
+                             Template("10.63.0.1", peer, OURS)))
+    return result
+
+
+def test_many_requests_per_sendmsg_each_with_its_own_answer(xfrm, netns):
+    """600 policies go out in several sendmsg calls (BATCH_BYTES); one collides with a
+    policy already there and is refused on its own, the others are added."""
+    policies = _many_policies(600)
+    netns.run("ip", "xfrm", "policy", "add", "src", "10.63.0.1/32", "dst", "10.64.1.51/32",
+              "proto", "udp", "dport", "9", "dir", "out", "tmpl", "src", "10.63.0.1", "dst",
+              "10.64.1.51", "proto", "esp", "reqid", "7", "mode", "tunnel")
+    errors = xfrm.add_policies(policies)
+    refused = [i for i, e in enumerate(errors) if e is not None]
+    assert refused == [300]
+    assert isinstance(errors[300], X.XfrmExists)
+    assert str(errors[300]) == ("ip xfrm policy add src 10.63.0.1/32 dst 10.64.1.51/32 proto 17 "
+                                "dport 9 dir out: File exists")
+    ours = [p for p in xfrm.dump_policies() if X.is_ours(p.template.reqid)]
+    assert len(ours) == 599
+    # and a single request after a batch still gets its own answer
+    with pytest.raises(X.XfrmExists):
+        xfrm.add_policy(policies[0])
+    assert xfrm.delete_policies(ours) == [None] * 599
+    errors = xfrm.delete_policies(policies[:2])
+    assert all(isinstance(e, X.XfrmNotFound) for e in errors)
+    remaining = ip_xfrm(netns, "policy")
+    assert remaining.count("dir out") == 1 and "reqid 7 " in remaining
+    assert_root_namespace_untouched()

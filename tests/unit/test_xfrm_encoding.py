@@ -414,7 +414,9 @@ def test_keys_count_in_equality():
                              aead=Algorithm("rfc4106(gcm(aes))", bytes(20), 128))
 
 
-class FailingNetlink:
+class FailingSocket(X.XfrmSocket):
+    """No kernel: the error path alone, every request answered with one error."""
+
     def __init__(self, code, extack=None):
         self.code, self.extack = code, extack
 
@@ -423,9 +425,7 @@ class FailingNetlink:
 
 
 def failing_socket(code, extack=None):
-    sock = X.XfrmSocket.__new__(X.XfrmSocket)  # no kernel: the error path alone
-    sock._nl = FailingNetlink(code, extack)
-    return sock
+    return FailingSocket(code, extack)
 
 
 @pytest.mark.parametrize("code, extack", [(errno.ENOSYS, "Requested AEAD algorithm not found"),
@@ -497,3 +497,34 @@ def test_shapes_we_cannot_send_are_rejected(make):
 def test_a_policy_without_template_cannot_be_written():
     with pytest.raises(ValueError):
         X.policy_msg(Policy(P_UDP.selector, "out", None))
+
+
+# --- ACKs of many requests read together ---------------------------------------------------
+
+def _ack(seq, code, request=b"", flags=0, tlvs=b""):
+    """An NLMSG_ERROR as the kernel writes it: error, the request's header (and body unless
+    NLM_F_CAPPED), then extack attributes when NLM_F_ACK_TLVS is set."""
+    header = struct.pack("=IHHII", 16 + len(request), 19, 5, seq, 0)
+    body = struct.pack("=i", -code) + header + request + tlvs
+    return struct.pack("=IHHII", 16 + len(body), 2, flags, seq, 4242) + body
+
+
+def _tlv(kind, value):
+    data = struct.pack("=HH", 4 + len(value), kind) + value
+    return data + bytes(-len(data) % 4)
+
+
+def test_acks_of_a_batch_are_read_per_sequence_number():
+    request = bytes(168)   # a refused NEWPOLICY comes back whole, unless capped
+    buf = (_ack(7, 0) + _ack(8, errno.EEXIST, request)
+           + _ack(9, errno.EINVAL, request, flags=0x200, tlvs=_tlv(1, b"Invalid policy direction\0"))
+           + _ack(10, errno.ENOENT, flags=0x300, tlvs=_tlv(2, struct.pack("=I", 20))
+                  + _tlv(1, b"gone\0")))
+    assert list(X.parse_acks(buf)) == [(7, 0, None), (8, errno.EEXIST, None),
+                                       (9, errno.EINVAL, "Invalid policy direction"),
+                                       (10, errno.ENOENT, "gone")]
+
+
+def test_a_truncated_ack_ends_the_read():
+    assert list(X.parse_acks(_ack(1, 0)[:10])) == []
+    assert list(X.parse_acks(struct.pack("=IHHII", 4, 2, 0, 1, 0))) == []

@@ -1,33 +1,22 @@
-"""IPsec SAs and policies over NETLINK_XFRM, the way `ip xfrm` manages them.
+"""The kernel's xfrm structures (include/uapi/linux/xfrm.h) declared on pyroute2's netlink
+framework, and the pure encoding of our values into them and back.
 
-pyroute2 has no XFRM API, only its generic netlink framework, so the structures of
-include/uapi/linux/xfrm.h are declared here as pyroute2 messages (`fields`, `nla_map`).
-pyroute2 packs each field on its own, so C padding is spelled out as `x` fields; the layout
-is the LP64 one (u64 aligned to 8) of amd64 and arm64.
-
-We create one shape of object and only that shape is represented: ESP SAs in tunnel mode,
-and host-to-host policies with one required ESP tunnel template.  Ours have a reqid in
-REQID_BASE/REQID_MASK (`is_ours`).  Foreign objects are never changed: update and delete
-first ask the kernel what sits at that key, and refuse if it is not ours.
+pyroute2 has no XFRM API, only its generic framework, so the structures are declared here
+as pyroute2 messages (`fields`, `nla_map`). pyroute2 packs each field on its own, so C
+padding is spelled out as `x` fields; the layout is the LP64 one (u64 aligned to 8) of amd64
+and arm64. Sizes: xfrm_usersa_info 224, xfrm_userpolicy_info 168, xfrm_user_tmpl 64,
+xfrm_usersa_id 24 bytes (tests/unit/test_xfrm_encoding.py checks them).
 """
 
-import errno
-import functools
 import ipaddress
-import os
 import struct
-from dataclasses import dataclass, field
 from socket import AF_INET, AF_INET6
 
-from pyroute2.netlink import NETLINK_XFRM, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, nla, nlmsg
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.nlsocket import Marshal, NetlinkSocket
+from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, nla, nlmsg
+from pyroute2.netlink.nlsocket import Marshal
 
-from .errors import ApplianceError
-
-IPPROTO_ICMP, IPPROTO_UDP, IPPROTO_ESP, IPPROTO_ICMPV6 = 1, 17, 50, 58
-REQID_BASE = 0x53520000  # "SR"
-REQID_MASK = 0xFFFF0000
+from .values import (DIRECTIONS, IPPROTO_ESP, REPLAY_WINDOW, Algorithm, Policy, Selector, State,
+                     StateCounters, Template, _parse_address)
 
 XFRM_MSG_NEWSA, XFRM_MSG_DELSA, XFRM_MSG_GETSA = 16, 17, 18
 XFRM_MSG_NEWPOLICY, XFRM_MSG_DELPOLICY, XFRM_MSG_GETPOLICY = 19, 20, 21
@@ -37,150 +26,8 @@ XFRMA_REPLAY_VAL = 10
 XFRMA_ALG_AEAD, XFRMA_ALG_AUTH_TRUNC, XFRMA_MARK, XFRMA_IF_ID = 18, 20, 21, 31
 XFRM_INF = 2**64 - 1
 XFRM_MODE_TUNNEL = 1
-DIRECTIONS = ("in", "out", "fwd")  # XFRM_POLICY_IN, _OUT, _FWD
-REPLAY_WINDOW = 32
 ANY_ALGORITHM = 0xFFFFFFFF  # template aalgos/ealgos/calgos, as iproute2 sends them
 
-
-def is_ours(reqid: int) -> bool:
-    return (reqid & REQID_MASK) == REQID_BASE
-
-
-class XfrmError(ApplianceError):
-    """The kernel refused an xfrm request; `errno` is its error number (0: refused by us)."""
-
-    def __init__(self, message: str, errno: int = 0):
-        super().__init__(message)
-        self.errno = errno
-
-
-class XfrmExists(XfrmError):
-    """EEXIST: an add found an SA or policy already at that key."""
-
-
-class XfrmNotFound(XfrmError):
-    """ESRCH (SA) or ENOENT (policy): nothing at that key."""
-
-
-class EspUnsupported(XfrmError):
-    """The kernel lacks ESP, or the SA's algorithm; str() starts with MESSAGE."""
-    MESSAGE = "this kernel has no ESP support"
-
-
-# Measured on a kernel without INET_ESP: EPROTONOSUPPORT ("Requested type not found"), and
-# ENOSYS first when the algorithm is missing too ("Requested AEAD algorithm not found").
-ESP_ERRNOS = (errno.EPROTONOSUPPORT, errno.ENOSYS, errno.ENOPROTOOPT)
-
-
-# --- What we manage -------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=65536)
-def _parse_address(value):
-    """(canonical text, version) of an address given as text or packed bytes.
-
-    Cached: a fleet's dump parses the same few thousand addresses over and over."""
-    ip = ipaddress.ip_address(value)
-    return str(ip), ip.version
-
-
-def _canonical(obj, *names):
-    """Keep addresses in the form dumps give them back, so that added == dumped."""
-    versions = set()
-    for name in names:
-        text, version = _parse_address(getattr(obj, name))
-        object.__setattr__(obj, name, text)
-        versions.add(version)
-    if len(versions) != 1:
-        raise ValueError(f"{type(obj).__name__}: {' and '.join(names)} are of different families")
-
-
-@dataclass(frozen=True)
-class Selector:
-    """Host-to-host traffic `src A/32 dst B/32 [proto P] [sport S] [dport D]`; None: any port.
-    For ICMP/ICMPv6 the kernel carries the ICMP type in sport and the code in dport."""
-    src: str
-    dst: str
-    proto: int = 0
-    sport: int | None = None
-    dport: int | None = None
-
-    def __post_init__(self):
-        _canonical(self, "src", "dst")
-        ports = [p for p in (self.sport, self.dport) if p is not None]
-        if (ports and not self.proto) or not 0 <= self.proto <= 255 or not all(0 <= p <= 0xFFFF for p in ports):
-            raise ValueError(f"Selector: bad protocol {self.proto} or ports {ports}")
-
-
-@dataclass(frozen=True)
-class Algorithm:
-    """bits: ICV bits for AEAD, truncation bits for auth, unused (0) for crypt."""
-    name: str
-    key: bytes = field(repr=False)  # secret: never in repr, str or error messages
-    bits: int = 0
-
-    def __post_init__(self):
-        if not isinstance(self.key, bytes) or not self.name.isascii() or len(self.name) > 63:
-            raise ValueError(f"Algorithm {self.name!r}: needs an ASCII name < 64 chars and a bytes key")
-
-
-@dataclass(frozen=True)
-class State:
-    """ip xfrm state: ESP, tunnel mode, replay window 32, no lifetime limits."""
-    src: str
-    dst: str
-    spi: int
-    reqid: int
-    aead: Algorithm | None = None
-    crypt: Algorithm | None = None
-    auth: Algorithm | None = None  # sent as XFRMA_ALG_AUTH_TRUNC
-    # Outbound sequence counter to start from (XFRMA_REPLAY_VAL; 0: the kernel's default).
-    # Keys are static, so a counter restarting at 1 after a reboot would reuse AES-GCM
-    # nonces and trip the peer's replay window; the controller keeps it growing instead.
-    oseq: int = field(default=0, compare=False)
-
-    def __post_init__(self):
-        _canonical(self, "src", "dst")
-        if not 0 < self.spi <= 0xFFFFFFFF or not 0 <= self.reqid <= 0xFFFFFFFF:
-            raise ValueError(f"State: spi {self.spi:#x} or reqid {self.reqid:#x} out of range")
-        if (self.aead is None) == (self.crypt is None) or (self.aead and self.auth):
-            raise ValueError("State: needs either aead, or crypt with optional auth")
-
-
-@dataclass(frozen=True)
-class StateCounters:
-    bytes: int
-    packets: int
-    replay: int
-    integrity_failed: int
-    replay_window: int  # packets dropped as outside the replay window
-
-
-@dataclass(frozen=True)
-class Template:
-    """tmpl src S dst D proto esp reqid R mode tunnel (level required)."""
-    src: str
-    dst: str
-    reqid: int
-
-    def __post_init__(self):
-        _canonical(self, "src", "dst")
-
-
-@dataclass(frozen=True)
-class Policy:
-    """ip xfrm policy.  template=None only in dumps: a foreign policy at a host-to-host
-    selector with another shape (no or several templates, not ESP tunnel, level use, block)."""
-    selector: Selector
-    dir: str  # "in" | "out" | "fwd"
-    template: Template | None
-    priority: int = 100
-
-    def __post_init__(self):
-        if self.dir not in DIRECTIONS:
-            raise ValueError(f"Policy: dir {self.dir!r} is not one of {DIRECTIONS}")
-
-
-# --- Kernel structures (include/uapi/linux/xfrm.h) ------------------------------------------
 
 def _selector_fields():  # struct xfrm_selector, 56 bytes
     return (("sel_daddr", "16s"), ("sel_saddr", "16s"), ("sel_dport", ">H"), ("sel_dport_mask", ">H"),
@@ -439,134 +286,3 @@ def request_bytes(msg, msg_type: int, flags: int = NLM_F_REQUEST | NLM_F_ACK) ->
     msg.reset()
     msg.encode()
     return bytes(msg.data)
-
-
-def _describe_state(s):
-    return f"src {s.src} dst {s.dst} proto esp spi {s.spi:#010x} reqid {s.reqid:#x}"
-
-
-def _describe_policy(p):
-    sel = p.selector
-    bits = 32 if ipaddress.ip_address(sel.src).version == 4 else 128
-    text = f"src {sel.src}/{bits} dst {sel.dst}/{bits}" + (f" proto {sel.proto}" if sel.proto else "")
-    words = ("type", "code") if sel.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) else ("sport", "dport")
-    text += "".join(f" {w} {v}" for w, v in zip(words, (sel.sport, sel.dport)) if v is not None)
-    return f"{text} dir {p.dir}"
-
-
-def _error(verb, what, e):
-    subject = f"ip xfrm {verb} {what}".rstrip()
-    reason = os.strerror(e.code)
-    kernel = e.args[1] if len(e.args) > 1 and e.args[1] != reason else None  # extack text
-    detail = f"{reason} (kernel: {kernel})" if kernel else reason
-    if verb.startswith("state ") and e.code in ESP_ERRNOS:
-        return EspUnsupported(f"{EspUnsupported.MESSAGE} ({subject}: {detail}); "
-                              "it needs esp4/esp6 and the SA's crypto algorithms", e.code)
-    cls = {errno.EEXIST: XfrmExists, errno.ESRCH: XfrmNotFound, errno.ENOENT: XfrmNotFound}.get(e.code, XfrmError)
-    return cls(f"{subject}: {detail}", e.code)
-
-
-# --- The socket -----------------------------------------------------------------------------
-
-class XfrmSocket:
-    """NETLINK_XFRM in the network namespace that is current when it is created.
-
-        with XfrmSocket() as xfrm:
-            xfrm.add_policy(policy)
-    """
-
-    def __init__(self):
-        try:
-            self._nl = NetlinkSocket(NETLINK_XFRM, ext_ack=True)  # ext_ack: the kernel says why
-        except OSError as e:
-            raise XfrmError(f"cannot open NETLINK_XFRM: {e.strerror} (no XFRM_USER in this kernel?)",
-                            e.errno) from None
-        self._nl.marshal = MarshalXfrm()
-        self._nl.bind()
-
-    def close(self):
-        self._nl.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _request(self, verb, what, msg, msg_type, flags=NLM_F_REQUEST | NLM_F_ACK):
-        try:
-            return list(self._nl.nlm_request(msg, msg_type=msg_type, msg_flags=flags))
-        except NetlinkError as e:
-            raise _error(verb, what, e) from None  # one line; the kernel's reason is in it
-
-    def _get_ours(self, verb, what, msg, msg_type, decode, ours):
-        """`ip xfrm state|policy get`: the decoded object there; XfrmError unless it is ours."""
-        found = [decode(m) for m in self._request(verb, what, msg, msg_type, NLM_F_REQUEST)
-                 if isinstance(m, (xfrm_usersa_info, xfrm_userpolicy_info))]
-        if not found or found[0] is None or not ours(found[0]):
-            raise XfrmError(f"ip xfrm {verb} {what}: refusing, what the kernel has there is not ours")
-        return found[0]
-
-    def _our_state(self, verb, s):
-        return self._get_ours(verb, _describe_state(s), state_id_msg(s), XFRM_MSG_GETSA,
-                              decode_state, lambda found: is_ours(found[0].reqid))[0]
-
-    def _our_policy(self, verb, p):
-        return self._get_ours(verb, _describe_policy(p), policy_id_msg(p), XFRM_MSG_GETPOLICY,
-                              decode_policy, lambda found: found.template and is_ours(found.template.reqid))
-
-    def add_state(self, s: State) -> None:
-        """ip xfrm state add src S dst D proto esp spi SPI reqid R mode tunnel replay-window 32
-        {aead NAME KEY ICV | enc NAME KEY [auth-trunc NAME KEY TRUNC]}.  XfrmExists if taken."""
-        self._request("state add", _describe_state(s), state_msg(s), XFRM_MSG_NEWSA)
-
-    def update_state(self, s: State) -> None:
-        """Replace our SA at (dst, spi): ip xfrm state delete ...; ip xfrm state add ...
-
-        Not `ip xfrm state update` (XFRM_MSG_UPDSA): the kernel's xfrm_state_update() keeps
-        the old keys, algorithms and reqid and takes only lifetimes, so it cannot rekey.
-        If the add fails, the old SA (keys as the kernel returned them) is put back first.
-        """
-        old = self._our_state("state update", s)
-        self._request("state update", _describe_state(old), state_id_msg(old), XFRM_MSG_DELSA)
-        try:
-            self.add_state(s)
-        except XfrmError:
-            self.add_state(old)
-            raise
-
-    def delete_state(self, s: State) -> None:
-        """ip xfrm state delete src S dst D proto esp spi SPI; refuses an SA that is not ours."""
-        self._our_state("state delete", s)
-        self._request("state delete", _describe_state(s), state_id_msg(s), XFRM_MSG_DELSA)
-
-    def dump_states(self) -> list[tuple[State, StateCounters]]:
-        """ip -s xfrm state list: all ESP tunnel SAs, keys as the kernel returns them (zeros
-        if the kernel is locked down).  Keep yours with is_ours(state.reqid)."""
-        replies = self._request("state list", "", nlmsg(), XFRM_MSG_GETSA, NLM_F_REQUEST | NLM_F_DUMP)
-        return [d for d in map(decode_state, (m for m in replies if isinstance(m, xfrm_usersa_info))) if d]
-
-    def add_policy(self, p: Policy) -> None:
-        """ip xfrm policy add SELECTOR dir DIR priority P tmpl src S dst D proto esp reqid R
-        mode tunnel.  XfrmExists if a policy has that selector and dir."""
-        self._request("policy add", _describe_policy(p), policy_msg(p), XFRM_MSG_NEWPOLICY)
-
-    def update_policy(self, p: Policy) -> None:
-        """ip xfrm policy update ... (adds it if absent); refuses to replace a policy not ours."""
-        try:
-            self._our_policy("policy update", p)
-        except XfrmNotFound:
-            pass
-        self._request("policy update", _describe_policy(p), policy_msg(p), XFRM_MSG_UPDPOLICY)
-
-    def delete_policy(self, p: Policy) -> None:
-        """ip xfrm policy delete SELECTOR dir DIR.  The kernel deletes by selector and dir
-        alone, whatever the template, so this refuses unless the policy there is ours."""
-        self._our_policy("policy delete", p)
-        self._request("policy delete", _describe_policy(p), policy_id_msg(p), XFRM_MSG_DELPOLICY)
-
-    def dump_policies(self) -> list[Policy]:
-        """ip xfrm policy list: main-type, unmarked, host-to-host policies; foreign ones of
-        another shape have template=None (and delete/update refuse them)."""
-        replies = self._request("policy list", "", nlmsg(), XFRM_MSG_GETPOLICY, NLM_F_REQUEST | NLM_F_DUMP)
-        return [p for p in map(decode_policy, (m for m in replies if isinstance(m, xfrm_userpolicy_info))) if p]
