@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sysrq_appliance import diff, esp_keys, executors, password, plan, sa_sequence, system
 from sysrq_appliance import observe as observation
 from sysrq_appliance.errors import ApplianceError
-from sysrq_appliance.transaction import execute
+from sysrq_appliance.transaction import StepFailed, execute, report_done
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,10 @@ def changes(ctx, desired, observed):
     return diff.diff(desired, observed, with_sa=ctx.with_sa)
 
 
-def _steps(ctx, sock, backend, found):
+def _steps(ctx, sock, backend, found, atomic=True):
     local = ctx.cfg.local if ctx.cfg is not None else None
-    return executors.steps(found, executors.for_host(ctx.paths, sock, backend, local, found))
+    return executors.steps(found, executors.for_host(ctx.paths, sock, backend, local, found),
+                           atomic)
 
 
 # ------------------------------------------------------------------------------ verbs
@@ -83,10 +84,14 @@ def down(ctx, sock, backend, report=print):
         report("nothing of ours is installed")
         return 0
     errors = []
-    for step in _steps(ctx, sock, backend, found):
+    for step in _steps(ctx, sock, backend, found, atomic=False):
         try:
             step.do()
-            report(f"  {step.description}")
+            report_done(step, report)
+        except StepFailed as exc:   # part of a batch: what took effect stays removed
+            for line in exc.done:
+                report(f"  {line}")
+            errors += [f"{line}: {error}" for line, error in exc.failures]
         except Exception as exc:
             errors.append(f"{step.description}: {exc}")
     if errors:

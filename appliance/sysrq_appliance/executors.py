@@ -9,14 +9,16 @@ what is not ours (the xfrm socket and the firewall backends check before they wr
     esp-floors
     chain          FirewallExecutor   the firewall backend (one restore/commit per table)
 
-`steps(changes, ...)` binds changes to their executors as transaction.Steps.
+`steps(changes, ...)` binds changes to their executors as transaction.Steps: one Step per
+change, or one per run of changes an executor batches (`batches(change)`: many SAs or
+policies added or deleted in a few sendmsg calls).
 """
 
 import dataclasses
 
 from sysrq_appliance import diff, password, sa_sequence, system
 from sysrq_appliance.diff import ADD, DELETE, UPDATE
-from sysrq_appliance.transaction import Step
+from sysrq_appliance.transaction import Step, StepFailed
 
 
 class ModuleExecutor:
@@ -113,6 +115,59 @@ class XfrmExecutor:
              UPDATE: lambda: sock.update_policy(change.want),
              DELETE: lambda: sock.delete_policy(change.old)}[op]()
 
+    def batches(self, change):
+        """Adds, and deletes of what the observation just showed as ours (no `get` each)."""
+        return change.resource in ("sa", "policy") and change.op in (ADD, DELETE)
+
+    def do_many(self, changes, atomic=True):
+        """One batch of same-kind changes (see batches). All or nothing when `atomic`: the
+        ones that took effect are taken back before StepFailed is raised."""
+        resource, op = changes[0].resource, changes[0].op
+        phases = [changes]
+        if resource == "sa" and op == ADD:
+            # Inbound SAs first: a kernel without ESP refuses them before any outbound
+            # counter range is reserved (sa_sequence writes its file at the first outbound).
+            phases = [[c for c in changes if c.want.src != self.local],
+                      [c for c in changes if c.want.src == self.local]]
+        done, failures = [], []
+        for phase in filter(None, phases):
+            if op == ADD:
+                values = [self._numbered(c.want) if resource == "sa" else c.want for c in phase]
+            else:
+                values = [c.old for c in phase]
+            errors = self._send(resource, op, values)
+            done += [c for c, e in zip(phase, errors) if e is None]
+            failures += [(c.describe(), e) for c, e in zip(phase, errors) if e is not None]
+            if failures:
+                break
+        if not failures:
+            return
+        undo_failures = []
+        if atomic and done:
+            undo_failures = [f"{c.describe()} ({e})" for c, e in zip(done, self._take_back(done))
+                             if e is not None]
+        raise StepFailed(failures, done=[c.describe() for c in done] if not atomic else (),
+                         undo_failures=undo_failures)
+
+    def undo_many(self, changes):
+        failures = [(c.describe(), e) for c, e in zip(changes, self._take_back(changes))
+                    if e is not None]
+        if failures:
+            raise StepFailed(failures)
+
+    def _take_back(self, changes):
+        """Undo a batch: delete what it added (ours: we just added it), re-add what it deleted."""
+        resource, op = changes[0].resource, changes[0].op
+        if op == ADD:
+            return self._send(resource, DELETE, [c.want for c in changes])
+        return self._send(resource, ADD, [c.old for c in changes])
+
+    def _send(self, resource, op, values):
+        sock = self.sock
+        return {("sa", ADD): sock.add_states, ("sa", DELETE): sock.delete_states,
+                ("policy", ADD): sock.add_policies,
+                ("policy", DELETE): sock.delete_policies}[resource, op](values)
+
     def undo(self, change):
         sock, op = self.sock, change.op
         if change.resource == "sa":
@@ -150,11 +205,33 @@ def for_host(paths, sock, backend, local, changes):
     return {resource: ex for ex in executors for resource in ex.resources}
 
 
-def steps(changes, executors):
-    """Each change as a Step: its line, its do, and its undo if a failed apply takes it back."""
+def steps(changes, executors, atomic=True):
+    """The changes as Steps: each with its line, its do, and its undo if a failed apply takes
+    it back; consecutive changes of one kind that their executor batches as one Step.
+    `atomic=False` (down): a batch keeps what took effect when part of it fails."""
     result = []
-    for change in changes:
-        ex = executors[change.resource]
-        undo = (lambda c=change, ex=ex: ex.undo(c)) if diff.undoable(change) else None
-        result.append(Step(change.describe(), lambda c=change, ex=ex: ex.do(c), undo))
+    for group in _runs(changes, executors):
+        ex, first = executors[group[0].resource], group[0]
+        undoable = diff.undoable(first)
+        if len(group) == 1:
+            undo = (lambda c=first, ex=ex: ex.undo(c)) if undoable else None
+            result.append(Step(first.describe(), lambda c=first, ex=ex: ex.do(c), undo))
+            continue
+        undo = (lambda g=group, ex=ex: ex.undo_many(g)) if undoable else None
+        result.append(Step(f"{first.op} {len(group)} {first.resource} changes",
+                           lambda g=group, ex=ex: ex.do_many(g, atomic), undo,
+                           tuple(c.describe() for c in group)))
     return result
+
+
+def _runs(changes, executors):
+    """Group consecutive changes with the same resource and op that their executor batches."""
+    groups = []
+    for change in changes:
+        batches = getattr(executors[change.resource], "batches", lambda c: False)(change)
+        last = groups[-1] if groups else None
+        if batches and last and (last[0].resource, last[0].op) == (change.resource, change.op):
+            last.append(change)
+        else:
+            groups.append([change])
+    return groups

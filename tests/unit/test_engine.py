@@ -12,7 +12,7 @@ from recorded import (PASSWORD, SENDER, TARGET, desired, in_sync, nothing, sende
 from sysrq_appliance import diff, doctor, executors, plan, status, system
 from sysrq_appliance.diff import ADD, UPDATE, Change, Secret
 from sysrq_appliance.errors import ApplianceError
-from sysrq_appliance.transaction import execute
+from sysrq_appliance.transaction import Step, StepFailed, execute
 
 
 @pytest.fixture
@@ -84,13 +84,55 @@ def test_down_restores_kernel_sysrq_and_forgets_it(host):
     assert system.read_sysrq(host) == 1 and system.saved_sysrq(host) is None
 
 
-def test_steps_carry_an_undo_only_where_diff_says_so():
+def test_steps_batch_runs_of_sas_and_policies_and_keep_every_line():
     want = desired(target_config())
     changes = diff.diff(want, nothing())
     steps = executors.steps(changes, executors.for_host(system.Paths(), None, None, TARGET,
                                                           changes))
-    assert [s.description for s in steps] == [c.describe() for c in changes]
-    assert [s.undo is not None for s in steps] == [diff.undoable(c) for c in changes]
+    assert [s.lines or (s.description,) for s in steps] == [
+        ("load kernel module xt_SYSRQ",), ("set the xt_SYSRQ password",),
+        ("set kernel.sysrq 1 -> 176",), tuple(c.describe() for c in changes[3:5]),
+        tuple(c.describe() for c in changes[5:7]),
+        ("install IPv4 chain SYSRQ-APPLIANCE (1 peer rule(s))",)]
+    assert [s.description for s in steps][3:5] == ["add 2 sa changes", "add 2 policy changes"]
+    assert all(s.undo is not None for s in steps[:-1]) and steps[-1].undo is not None
+
+
+def test_only_adds_and_deletes_of_one_kind_are_batched():
+    old, new = desired(target_config()), desired(target_config(hash="sha1"), seed=9)
+    updates = diff.diff(new, in_sync(old))           # rekeying: updates, one at a time
+    found = executors.for_host(system.Paths(), None, None, TARGET, updates)
+    assert [s.lines for s in executors.steps(updates, found)] == [(), ()]
+    down = diff.diff(plan.NOTHING, in_sync(old))
+    steps = executors.steps(down, executors.for_host(system.Paths(), None, None, None, down))
+    assert [len(s.lines) for s in steps] == [0, 2, 2, 0]   # chain, policies, SAs, floors
+    assert all(s.undo is None for s in steps[:1]) and steps[-1].undo is None
+
+
+def test_a_batch_that_fails_is_named_by_its_change_and_counted_by_changes():
+    calls = []
+    batch = Step("add 2 policy changes", lambda: (_ for _ in ()).throw(
+        StepFailed([("add policy in a -> b udp dport 9", "File exists")])),
+        lambda: calls.append("undo batch"), ("add policy in a -> b udp dport 9",
+                                             "add policy out b -> a icmp type 3 code 3"))
+    first = Step("add 2 sa changes", lambda: calls.append("sas"),
+                 lambda: calls.append("undo sas"), ("add SA a", "add SA b"))
+    reported = []
+    with pytest.raises(ApplianceError) as failure:
+        execute([first, batch], report=reported.append)
+    assert str(failure.value) == ("add policy in a -> b udp dport 9: File exists; undid 2 "
+                                  "earlier change(s), the kernel is as before")
+    assert reported == ["  add SA a", "  add SA b"] and calls == ["sas", "undo sas"]
+
+
+def test_a_batch_that_could_not_take_itself_back_says_so():
+    batch = Step("add 2 sa changes", lambda: (_ for _ in ()).throw(StepFailed(
+        [("add SA b", "No such process")], undo_failures=["add SA a (Operation not permitted)"])),
+        None, ("add SA a", "add SA b"))
+    with pytest.raises(ApplianceError) as failure:
+        execute([batch], report=lambda line: None)
+    assert str(failure.value).endswith("undid 0 earlier change(s), could not undo: add SA a "
+                                       "(Operation not permitted)")
 
 
 def test_outbound_sas_of_one_run_are_numbered_from_one_reservation(host):
