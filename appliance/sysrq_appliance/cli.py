@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 
-from sysrq_appliance import __version__, config, lock, sequences, sysrq
+from sysrq_appliance import __version__, config, lock, sequences
 from sysrq_appliance.errors import ApplianceError, InputError, excerpt
 from sysrq_appliance.password import SYSFS_PARAMETERS
 from sysrq_appliance.seqno import DEFAULT_STATE_DIR, MAX_CHOSEN
@@ -132,22 +132,22 @@ def build_parser():
     p.add_argument("--force", action="store_true",
                    help="install the SYSRQ rule even when 'doctor' FAILs (e.g. xtables-addons "
                         "< 3.26, whose xt_SYSRQ panics the kernel on the first request)")
-    p.set_defaults(func=_kernel_command)
+    p.set_defaults(func=_kernel_verb("apply"))
     p = _sub(sub, "down", "remove everything this program installed",
              "sysrq-appliance down",
              "Remove our SAs, policies, firewall chain and password; restore kernel.sysrq.")
-    p.set_defaults(func=_kernel_command)
+    p.set_defaults(func=_kernel_verb("down"))
     p = _sub(sub, "status", "show what is installed and its counters",
              "sysrq-appliance status --json")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=_kernel_command)
+    p.set_defaults(func=_kernel_verb("status"))
     p = _sub(sub, "plan", "print what 'apply' would change, change nothing",
              "sysrq-appliance plan")
-    p.set_defaults(func=_kernel_command)
+    p.set_defaults(func=_kernel_verb("plan"))
     p = _sub(sub, "doctor", "check this host can run the appliance safely",
              "sysrq-appliance doctor",
              "One PASS/WARN/FAIL line per check; each FAIL says how to fix it.")
-    p.set_defaults(func=_kernel_command)
+    p.set_defaults(func=_kernel_verb("doctor"))
 
     p = _sub(sub, "pair", "generate configs, keys and password for one sender-target pair",
              "sysrq-appliance pair --target web1=10.10.25.7 --sender admin1=10.10.25.1 "
@@ -238,9 +238,13 @@ def _load(args, **kwargs):
     return config.load(args.config, **{"secret_owner": os.geteuid(), **kwargs})
 
 
-def _kernel_command(args):
-    from sysrq_appliance import commands  # imports pyroute2: only where needed
-    return commands.run(args)
+def _kernel_verb(name):
+    """commands.NAME, imported when it runs: commands imports pyroute2, which send,
+    pair and password never need."""
+    def run(args):
+        from sysrq_appliance import commands
+        return getattr(commands, name)(args)
+    return run
 
 
 def _pair(args):
@@ -332,75 +336,15 @@ def _password_rotate(args):
 
 
 def _send(args):
-    from sysrq_appliance import password
-    if (args.keys is None) == (args.sequence is None):
-        raise InputError("send: give KEYS or --sequence NAME, not both or neither "
-                         "(see 'sysrq-appliance send --help')")
-    if args.salt is not None:
-        from sysrq_appliance import wire
-        wire.check_salt(args.salt)
+    from sysrq_appliance import sending
+    sending.check_request(args.keys, args.sequence, args.salt)
     cfg = _load(args)
-    if cfg.role != "sender":
-        raise InputError(f"{cfg.path}: role: 'send' needs a sender config (role: sender)")
-    peer = cfg.find_peer(args.target)
-    if args.sequence is None:
-        steps = (sequences.Step(keys=sysrq.check_keys(args.keys)),)
-        sequences.refuse_masked(steps, peer.allow, peer.name, "KEYS")
-    else:
-        steps = sequences.resolve(args.sequence, dict(cfg.sequences))
-        sequences.refuse_masked(steps, peer.allow, peer.name, f"--sequence {args.sequence}")
-        print(f"{args.sequence} on {peer.name}: " + ", ".join(
-            s.keys or f"wait {s.seconds:g} s" for s in steps))
-    secret = password.load(peer.password_file, f"{cfg.path}: peers[{peer.name}].password_file",
-                           owner=os.geteuid())
-    seqno = args.seqno
-    unconfirmed = 0
-    for number, step in enumerate(steps, 1):
-        prefix = f"  {number}/{len(steps)} " if args.sequence else ""
-        if not step.keys:
-            print(f"{prefix}wait {step.seconds:g} s", flush=True)
-            if not args.dry_run:
-                time.sleep(step.seconds)
-            continue
-        line, confirmed = _send_request(cfg, peer, secret, step.keys, seqno, args)
-        print(prefix + line, flush=True)
-        unconfirmed += not confirmed
-        seqno = seqno + 1 if seqno is not None else None
+    options = sending.Options(count=args.count, wait=args.wait, dry_run=args.dry_run,
+                              seqno=args.seqno, salt=args.salt, state_dir=args.state_dir)
+    unconfirmed = sending.send(cfg, args.target, args.keys, args.sequence, options,
+                               report=lambda line: print(line, flush=True),
+                               warn=lambda line: print(line, file=sys.stderr))
     return EXIT_NOT_CONFIRMED if unconfirmed else EXIT_OK
-
-
-def _send_request(cfg, peer, secret, keys, fixed_seqno, args):
-    """Build, send and report one request: (the line to print, confirmed or need not be)."""
-    from sysrq_appliance import seqno, wire
-    if cfg.wire == "plain":
-        print(wire.PLAIN_WARNING, file=sys.stderr)
-        payload, shown = wire.build_plain(keys, secret), f"{keys}<password>"
-    else:
-        number = fixed_seqno
-        if number is None:
-            number = (seqno.next_seqno(time.time(), seqno.read_last(args.state_dir, peer.name))
-                      if args.dry_run else seqno.reserve(args.state_dir, peer.name, time.time()))
-        elif not args.dry_run:
-            seqno.record(args.state_dir, peer.name, number)  # later sends must stay above it
-        salt = wire.new_salt() if args.salt is None else args.salt
-        payload = wire.build(keys, number, salt, peer.address, secret, cfg.hash).encode()
-        shown = payload.decode()
-    if args.dry_run:
-        return (f"would send to {peer.name} ({peer.address}:{cfg.port}) from {cfg.local}: "
-                f"{shown}", True)
-    from sysrq_appliance import plan, sender
-    reqid = plan.reqids(cfg.peers)[peer.name]
-    outcome = sender.send(payload, cfg.local, peer.address, cfg.port, args.count, args.wait,
-                          reqid=reqid)
-    if outcome.confirmed:
-        return (f"confirmed: {peer.name} accepted {keys!r} "
-                f"(answer through the tunnel after {outcome.seconds * 1000:.0f} ms)", True)
-    silent = "".join(k for k in keys if k in sysrq.NO_CONFIRMATION_KEYS)
-    if silent:
-        return f"sent, not confirmed: {peer.name} cannot answer after {silent!r}", True
-    return (f"sent, not confirmed: no answer from {peer.name} within {args.wait:g} s "
-            "(wrong password, replay, tunnel down, or key outside its kernel.sysrq mask)",
-            False)
 
 
 def main(argv=None):

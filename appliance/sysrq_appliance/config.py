@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sysrq_appliance import addresses, sequences, sysrq, yamlfile
 from sysrq_appliance.errors import InputError, excerpt
+from sysrq_appliance.firewall import BACKENDS as FIREWALL_BACKENDS
 from sysrq_appliance.secretfile import check_path_text, check_secret_file
 
 DEFAULT_PATH = "/etc/sysrq-appliance/appliance.yaml"
@@ -23,7 +24,7 @@ ALGORITHMS = {
 DEFAULT_ALGORITHM = "rfc4106(gcm(aes))"
 HASHES = ("sha1", "sha256", "sha512")
 WIRES = ("hashed", "plain")
-BACKENDS = ("auto", "nft", "legacy")
+BACKENDS = ("auto", *FIREWALL_BACKENDS)
 SPI_MIN, SPI_MAX = 0x100, 0xFFFFFFFF
 # reqids give each peer 16 bits (plan.reqids); a bastion in front of 10,000 targets fits.
 MAX_PEERS = 16384

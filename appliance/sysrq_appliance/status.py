@@ -22,7 +22,7 @@ def report(ctx, sock, backend):
     host = None
     if ctx.cfg.role == "target":
         host = HostFacts(system.xtables_addons_version(),
-                         backend.name == "nft" and firewall.legacy_chain_present())
+                         backend.name == firewall.NFT and firewall.legacy_chain_present())
     return summarize(ctx.cfg, desired, observed, drift, host, backend.name, ctx.with_sa)
 
 

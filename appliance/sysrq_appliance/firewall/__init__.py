@@ -322,7 +322,8 @@ class ChainBackend:
 
 # ---------------------------------------------------------------------------- backend choice
 
-BACKENDS = ("nft", "legacy")   # firewall.backend: "auto" or one of these
+NFT, LEGACY = "nft", "legacy"
+BACKENDS = (NFT, LEGACY)   # the names firewall.backend takes (besides "auto"), here only
 
 
 def legacy_chain_present() -> bool:
@@ -340,9 +341,9 @@ def detect_backend() -> str:
     """"nft" or "legacy": the backend the system's `iptables` uses (`iptables -V`)."""
     version = run(["iptables", "-V"])
     if "(nf_tables)" in version:
-        return "nft"
+        return NFT
     if "(legacy)" in version:
-        return "legacy"
+        return LEGACY
     raise FirewallError(f"cannot tell the iptables backend from `iptables -V`: {version.strip()!r}")
 
 
@@ -350,10 +351,10 @@ def get_backend(name: str) -> Backend:
     """The backend called `name`: "auto" (as `iptables -V` says), "nft" or "legacy"."""
     if name == "auto":
         name = detect_backend()
-    if name == "nft":
+    if name == NFT:
         from sysrq_appliance.firewall.nft import NftBackend
         return NftBackend()
-    if name == "legacy":
+    if name == LEGACY:
         from sysrq_appliance.firewall.legacy import LegacyBackend
         return LegacyBackend()
     raise InputError(f"firewall.backend must be auto, nft or legacy, not {name!r}")

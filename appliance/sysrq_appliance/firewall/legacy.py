@@ -16,7 +16,7 @@ import fcntl
 import os
 import time
 
-from sysrq_appliance.firewall import (BURST, CHAIN, LIMIT_EXPIRE_MS, LIMIT_MODE, LIMIT_NAME, RATE,
+from sysrq_appliance.firewall import (BURST, CHAIN, LEGACY, LIMIT_EXPIRE_MS, LIMIT_MODE, LIMIT_NAME, RATE,
                                       ChainBackend, ChainSpec, FirewallError, ObservedChain,
                                       PeerRule, jump_in_place)
 from sysrq_appliance.firewall import iptc_compat
@@ -25,7 +25,7 @@ LOCK_WAIT = 10.0  # seconds
 
 
 class LegacyBackend(ChainBackend):
-    name = "legacy"
+    name = LEGACY
     save_tools = {4: "iptables-legacy-save", 6: "ip6tables-legacy-save"}
 
     def _locked(self):

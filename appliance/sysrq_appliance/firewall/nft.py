@@ -13,14 +13,14 @@ chain and rule alone; the kernel applies the whole script at COMMIT or none of i
 
 from __future__ import annotations
 
-from sysrq_appliance.firewall import (ChainBackend, ChainSpec, ObservedChain, check_script,
+from sysrq_appliance.firewall import (NFT, ChainBackend, ChainSpec, ObservedChain, check_script,
                                       install_script, remove_script, run)
 
 _RESTORE = {4: "iptables-nft-restore", 6: "ip6tables-nft-restore"}
 
 
 class NftBackend(ChainBackend):
-    name = "nft"
+    name = NFT
     save_tools = {4: "iptables-nft-save", 6: "ip6tables-nft-save"}
 
     def _write(self, spec: ChainSpec, before: ObservedChain | None) -> None:

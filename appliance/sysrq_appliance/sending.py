@@ -1,0 +1,106 @@
+"""`send`: the sender's use-case, from a target and keys (or a rescue sequence) to
+"confirmed" or not. The CLI parses the arguments and prints what this reports.
+
+Here live what a request is (wire format, hashed or plain), which sequence number it
+carries (reserved before it leaves so none is ever used twice; with --dry-run only
+predicted, nothing recorded), and what "confirmed" means: the target's ICMP answer came
+back through the tunnel. Keys after which a machine cannot answer (b, o, c) count as done
+once sent.
+"""
+
+import os
+import time
+from dataclasses import dataclass
+
+from sysrq_appliance import sequences, sysrq
+from sysrq_appliance.errors import InputError
+from sysrq_appliance.seqno import DEFAULT_STATE_DIR
+
+
+@dataclass(frozen=True)
+class Options:
+    count: int = 1                   # identical copies of each request
+    wait: float = 1.0                # seconds to wait for each confirmation
+    dry_run: bool = False            # print the request instead of sending it
+    seqno: int | None = None         # a fixed first sequence number (reproducible dry runs)
+    salt: str | None = None          # a fixed salt (reproducible dry runs)
+    state_dir: str = DEFAULT_STATE_DIR
+
+
+def check_request(keys, sequence, salt):
+    """What can be refused before the config is read."""
+    if (keys is None) == (sequence is None):
+        raise InputError("send: give KEYS or --sequence NAME, not both or neither "
+                         "(see 'sysrq-appliance send --help')")
+    if salt is not None:
+        from sysrq_appliance import wire
+        wire.check_salt(salt)
+
+
+def send(cfg, target, keys, sequence, options, report=print, warn=print):
+    """Send KEYS (or each step of SEQUENCE) to TARGET; `report` gets one line per request
+    or wait, `warn` the plain wire's warning. Returns how many requests that could have
+    confirmed were not."""
+    from sysrq_appliance import password
+    if cfg.role != "sender":
+        raise InputError(f"{cfg.path}: role: 'send' needs a sender config (role: sender)")
+    peer = cfg.find_peer(target)
+    if sequence is None:
+        steps = (sequences.Step(keys=sysrq.check_keys(keys)),)
+        sequences.refuse_masked(steps, peer.allow, peer.name, "KEYS")
+    else:
+        steps = sequences.resolve(sequence, dict(cfg.sequences))
+        sequences.refuse_masked(steps, peer.allow, peer.name, f"--sequence {sequence}")
+        report(f"{sequence} on {peer.name}: " + ", ".join(
+            s.keys or f"wait {s.seconds:g} s" for s in steps))
+    secret = password.load(peer.password_file, f"{cfg.path}: peers[{peer.name}].password_file",
+                           owner=os.geteuid())
+    seqno = options.seqno
+    unconfirmed = 0
+    for number, step in enumerate(steps, 1):
+        prefix = f"  {number}/{len(steps)} " if sequence else ""
+        if not step.keys:
+            report(f"{prefix}wait {step.seconds:g} s")
+            if not options.dry_run:
+                time.sleep(step.seconds)
+            continue
+        line, confirmed = _send_request(cfg, peer, secret, step.keys, seqno, options, warn)
+        report(prefix + line)
+        unconfirmed += not confirmed
+        seqno = seqno + 1 if seqno is not None else None
+    return unconfirmed
+
+
+def _send_request(cfg, peer, secret, keys, fixed_seqno, options, warn):
+    """Build, send and report one request: (the line to print, confirmed or need not be)."""
+    from sysrq_appliance import seqno, wire
+    if cfg.wire == "plain":
+        warn(wire.PLAIN_WARNING)
+        payload, shown = wire.build_plain(keys, secret), f"{keys}<password>"
+    else:
+        number = fixed_seqno
+        if number is None:
+            number = (seqno.next_seqno(time.time(), seqno.read_last(options.state_dir, peer.name))
+                      if options.dry_run else
+                      seqno.reserve(options.state_dir, peer.name, time.time()))
+        elif not options.dry_run:
+            seqno.record(options.state_dir, peer.name, number)  # later sends must stay above it
+        salt = wire.new_salt() if options.salt is None else options.salt
+        payload = wire.build(keys, number, salt, peer.address, secret, cfg.hash).encode()
+        shown = payload.decode()
+    if options.dry_run:
+        return (f"would send to {peer.name} ({peer.address}:{cfg.port}) from {cfg.local}: "
+                f"{shown}", True)
+    from sysrq_appliance import plan, sender
+    reqid = plan.reqids(cfg.peers)[peer.name]
+    outcome = sender.send(payload, cfg.local, peer.address, cfg.port, options.count,
+                          options.wait, reqid=reqid)
+    if outcome.confirmed:
+        return (f"confirmed: {peer.name} accepted {keys!r} "
+                f"(answer through the tunnel after {outcome.seconds * 1000:.0f} ms)", True)
+    silent = "".join(k for k in keys if k in sysrq.NO_CONFIRMATION_KEYS)
+    if silent:
+        return f"sent, not confirmed: {peer.name} cannot answer after {silent!r}", True
+    return (f"sent, not confirmed: no answer from {peer.name} within {options.wait:g} s "
+            "(wrong password, replay, tunnel down, or key outside its kernel.sysrq mask)",
+            False)
