@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "appliance"))
 
-from sysrq_appliance import esp_keys, password  # noqa: E402
+from sysrq_appliance import esp_keys, firewall, password  # noqa: E402
 from sysrq_appliance.secretfile import write_secret  # noqa: E402
 
 LOCAL = "10.63.0.1"
@@ -83,13 +83,7 @@ def baseline_batch(n, role, port=9, with_sa=False):
 
 
 def baseline_restore(n, port=9):
-    """Our target chain as one iptables-restore input."""
-    rules = [f"-A SYSRQ-APPLIANCE -s {peer_address(i)}/32 -d {LOCAL}/32 -p udp -m udp --dport "
-             f"{port} -m policy --dir in --pol ipsec --proto esp --mode tunnel --tunnel-dst "
-             f"{LOCAL} --tunnel-src {peer_address(i)} -m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20 "
-             "--hashlimit-mode srcip,srcport --hashlimit-name sysrq-appliance "
-             "--hashlimit-htable-expire 10000 "
-             "-j ACCEPT" for i in range(n)]
-    return "\n".join(["*filter", ":SYSRQ-APPLIANCE - [0:0]", "-I INPUT 1 -j SYSRQ-APPLIANCE",
-                      *rules, f"-A SYSRQ-APPLIANCE -p udp -m udp --dport {port} -j DROP",
-                      "COMMIT"]) + "\n"
+    """Our target chain as one iptables-restore input (the rule text from firewall.render)."""
+    spec = firewall.ChainSpec(4, tuple(firewall.PeerRule(peer_address(i), LOCAL, port)
+                                       for i in range(n)), port, target="ACCEPT")
+    return "\n".join(firewall.install_script(spec, None)) + "\n"

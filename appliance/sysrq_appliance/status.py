@@ -75,19 +75,15 @@ def summarize(cfg, desired, observed, drift, host, backend_name, with_sa=True):
 
 
 def _rule_counters(spec, chain):
-    """peer address (or "drop") -> {present, packets} from our chain's read-back."""
+    """peer address (or "drop") -> {present, packets}, from our chain's rules as read back."""
     if spec is None or chain is None:
         return {}
-    counters = dict(zip(chain.lines, chain.counters))
-    wanted = firewall.render(spec)
-    result = {}
-    for rule, line in zip(spec.rules, wanted):
-        result[rule.peer] = {"present": line in counters,
-                             "packets": counters.get(line, (0, 0))[0]}
+    packets = {rule: counted for rule, (counted, _bytes) in zip(chain.rules, chain.counters)}
+    wanted = [(rule.peer, (rule, spec.target)) for rule in spec.rules]
     if spec.drop_other:
-        line = wanted[-1]
-        result["drop"] = {"present": line in counters, "packets": counters.get(line, (0, 0))[0]}
-    return result
+        wanted.append(("drop", firewall.DropRule(spec.port)))
+    return {key: {"present": value in packets, "packets": packets.get(value, 0)}
+            for key, value in wanted}
 
 
 def render_text(result):

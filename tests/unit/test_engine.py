@@ -9,7 +9,7 @@ import pytest
 
 from recorded import (PASSWORD, SENDER, TARGET, desired, in_sync, nothing, sender_config,
                       target_config)
-from sysrq_appliance import diff, doctor, executors, plan, status, system
+from sysrq_appliance import diff, doctor, executors, firewall, plan, status, system
 from sysrq_appliance.diff import ADD, UPDATE, Change, Secret
 from sysrq_appliance.errors import ApplianceError
 from sysrq_appliance.transaction import Step, StepFailed, execute
@@ -252,3 +252,17 @@ def test_doctor_on_a_sender_checks_only_esp_and_iptables():
         "PASS esp: the kernel accepts ESP tunnel SAs with rfc4106(gcm(aes))",
         "WARN iptables: firewall.backend is nft but iptables uses legacy: our rules will not "
         "show in 'iptables -S'"]
+
+
+def test_status_counts_a_rule_only_when_it_is_the_one_the_config_wants():
+    """Counters come from the chain's rules as read back: a rule to another target (an
+    old --firewall-target) is not ours to count, and status says it is missing."""
+    cfg = target_config()
+    want = desired(cfg)                         # target ACCEPT (recorded.desired)
+    other = dataclasses.replace(want.chain, target="SYSRQ")
+    chain = dataclasses.replace(in_sync(want).chains[4], lines=tuple(firewall.render(other)),
+                                counters=((7, 100), (3, 60)))
+    result = _status(cfg, want, in_sync(want, chains={4: chain, 6: None}))
+    assert result["peers"][0]["rule"] == {"present": False, "packets": 0}
+    assert result["drop_rule"] == {"present": True, "packets": 3}
+    assert result["drift"] == ["install IPv4 chain SYSRQ-APPLIANCE (1 peer rule(s))"]

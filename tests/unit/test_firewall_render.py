@@ -175,3 +175,29 @@ def test_restore_scripts_refuse_control_characters():
     for line in ("-A X -j ACCEPT\n-A INPUT -j ACCEPT", "-A X\r", "-A X\x00"):
         with pytest.raises(InputError, match="control character"):
             fw.check_script(["*filter", line, "COMMIT"])
+
+
+# --- reading rules back into the values that render them ------------------------------------
+
+@pytest.mark.parametrize("spec", [
+    fw.ChainSpec(4, (ADMIN1, fw.PeerRule("10.10.25.2", "10.10.25.7", 9)), 9),
+    fw.ChainSpec(6, (fw.PeerRule("2001:db8::1", "2001:db8::7", 4000),), 4000, False, "ACCEPT"),
+])
+def test_every_line_we_render_parses_back_into_its_rule(spec):
+    rules = tuple((fw.PeerRule(r.peer, r.local, r.port, r.mac and r.mac.lower()), spec.target)
+                  for r in spec.rules) + ((fw.DropRule(spec.port),) if spec.drop_other else ())
+    observed = fw.ObservedChain(spec.family, tuple(fw.render(spec)), ((0, 0),) * len(rules), True, 1)
+    assert observed.rules == rules
+
+
+@pytest.mark.parametrize("line", [
+    "-A SYSRQ-APPLIANCE -j ACCEPT",
+    "-A SYSRQ-APPLIANCE -p udp -m udp --dport 9 -j ACCEPT",
+    "-A SYSRQ-APPLIANCE -p tcp -m tcp --dport 9 -j DROP",
+    # ours with one option changed: the hashlimit rate
+    fw.render(fw.ChainSpec(4, (ADMIN1,), 9))[0].replace("10/sec", "99/sec"),
+    # ours, but read as the other family's table
+    fw.render(fw.ChainSpec(6, (fw.PeerRule("2001:db8::1", "2001:db8::7", 9),), 9))[0],
+])
+def test_a_line_we_would_not_write_parses_to_none(line):
+    assert fw.parse_rule(line, 4) is None

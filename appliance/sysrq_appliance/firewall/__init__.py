@@ -59,6 +59,13 @@ class PeerRule:
 
 
 @dataclasses.dataclass(frozen=True)
+class DropRule:
+    """Every other packet to the SysRq port, dropped (ChainSpec.drop_other)."""
+
+    port: int
+
+
+@dataclasses.dataclass(frozen=True)
 class ChainSpec:
     """The desired content of our chain for one address family (4 or 6)."""
 
@@ -84,6 +91,12 @@ class ObservedChain:
     jump_present: bool
     jump_count: int
 
+    @property
+    def rules(self) -> tuple:
+        """Each line as the rule value it renders from — (PeerRule, target) or DropRule —
+        or None for a line we never write."""
+        return tuple(parse_rule(line, self.family) for line in self.lines)
+
 
 class Backend(Protocol):
     name: str
@@ -106,9 +119,9 @@ def render(spec: ChainSpec) -> list[str]:
         raise InputError(f"firewall: address family must be 4 or 6, not {spec.family!r}")
     if not _TARGET_NAME.fullmatch(spec.target):
         raise InputError(f"firewall: bad target name {spec.target!r}")
-    lines = [_render_peer(rule, spec.family, spec.target) for rule in spec.rules]
+    lines = [rule_line(rule, spec.family, spec.target) for rule in spec.rules]
     if spec.drop_other:
-        lines.append(f"-A {CHAIN} -p udp -m udp --dport {_port(spec.port)} -j DROP")
+        lines.append(rule_line(DropRule(spec.port), spec.family))
     return lines
 
 
@@ -123,6 +136,37 @@ def _render_peer(rule: PeerRule, family: int, target: str) -> str:
     return line + (f" -m hashlimit --hashlimit-upto {RATE} --hashlimit-burst {BURST}"
                    f" --hashlimit-mode {LIMIT_MODE} --hashlimit-name {LIMIT_NAME}"
                    f" --hashlimit-htable-expire {LIMIT_EXPIRE_MS} -j {target}")
+
+
+def rule_line(rule, family: int, target: str = "SYSRQ") -> str:
+    """One rule value as its `iptables-save` line: a PeerRule (jumping to `target`) or a
+    DropRule. render() of a whole chain is made of these."""
+    if isinstance(rule, DropRule):
+        return f"-A {CHAIN} -p udp -m udp --dport {_port(rule.port)} -j DROP"
+    return _render_peer(rule, family, target)
+
+
+_PEER_LINE = re.compile(
+    rf"-A {re.escape(CHAIN)} -s (?P<peer>[0-9a-f.:]+)/(?:32|128) -d (?P<local>[0-9a-f.:]+)/(?:32|128)"
+    r" -p udp -m udp --dport (?P<port>[0-9]{1,5}) -m policy .*?"
+    r"(?: -m mac --mac-source (?P<mac>[0-9a-f:]{17}))? -m hashlimit .* -j (?P<target>\S+)")
+_DROP_LINE = re.compile(rf"-A {re.escape(CHAIN)} -p udp -m udp --dport (?P<port>[0-9]{{1,5}}) -j DROP")
+
+
+def parse_rule(line: str, family: int):
+    """The rule value `line` renders from: (PeerRule, target), DropRule, or None when the
+    line is not exactly what rule_line would write for it (someone else's, or altered)."""
+    try:
+        if match := _DROP_LINE.fullmatch(line):
+            rule = DropRule(int(match["port"]))
+            return rule if rule_line(rule, family) == line else None
+        if match := _PEER_LINE.fullmatch(line):
+            rule = PeerRule(match["peer"], match["local"], int(match["port"]), match["mac"])
+            target = match["target"]
+            return (rule, target) if rule_line(rule, family, target) == line else None
+    except InputError:   # an address of the other family, a port out of range
+        return None
+    return None
 
 
 def token(value: str, what: str) -> str:
