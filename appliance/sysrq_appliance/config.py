@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sysrq_appliance import addresses, sequences, sysrq, yamlfile
 from sysrq_appliance.errors import InputError, excerpt
-from sysrq_appliance.firewall import BACKENDS as FIREWALL_BACKENDS
+from sysrq_appliance.backends import BACKENDS as FIREWALL_BACKENDS
 from sysrq_appliance.secretfile import check_path_text, check_secret_file
 
 DEFAULT_PATH = "/etc/sysrq-appliance/appliance.yaml"

@@ -24,6 +24,7 @@ import re
 import subprocess
 from typing import Protocol
 
+from sysrq_appliance.backends import BACKENDS, LEGACY, NFT  # noqa: F401 (re-exported)
 from sysrq_appliance.errors import ApplianceError, InputError, excerpt
 
 CHAIN = "SYSRQ-APPLIANCE"
@@ -366,8 +367,6 @@ class ChainBackend:
 
 # ---------------------------------------------------------------------------- backend choice
 
-NFT, LEGACY = "nft", "legacy"
-BACKENDS = (NFT, LEGACY)   # the names firewall.backend takes (besides "auto"), here only
 
 
 def legacy_chain_present() -> bool:
