@@ -201,3 +201,16 @@ def test_every_line_we_render_parses_back_into_its_rule(spec):
 ])
 def test_a_line_we_would_not_write_parses_to_none(line):
     assert fw.parse_rule(line, 4) is None
+
+
+def test_rule_parts_are_the_one_rendering_of_a_peer_rule():
+    """Both backends are fed from RuleParts: the text is save_line() of them, and every
+    option python-iptables is given (an attribute per `--option`) appears in that text."""
+    parts = fw.rule_parts(ADMIN1, 4, "SYSRQ")
+    line = fw.save_line(parts)
+    assert line == fw.render(fw.ChainSpec(4, (ADMIN1,), 9))[0]
+    assert [m.name for m in parts.matches] == ["udp", "policy", "mac", "hashlimit"]
+    for match in parts.matches:
+        assert f"-m {match.name} " + " ".join(f"--{o} {v}" for o, v in match.options) in line
+    assert fw.save_line(fw.rule_parts(fw.DropRule(9), 4)) == \
+        "-A SYSRQ-APPLIANCE -p udp -m udp --dport 9 -j DROP"

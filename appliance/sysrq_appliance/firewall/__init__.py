@@ -126,25 +126,62 @@ def render(spec: ChainSpec) -> list[str]:
     return lines
 
 
-def _render_peer(rule: PeerRule, family: int, target: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class Match:
+    """`-m NAME --OPTION VALUE ...`, options in the order iptables-save prints them."""
+
+    name: str
+    options: tuple[tuple[str, str], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleParts:
+    """One rule of our chain as data: `-s SRC -d DST -p PROTOCOL MATCHES -j TARGET`. The
+    one rendering of our rules: save_line() writes it as text (the nft backend, plan, the
+    read-back check), the legacy backend builds python-iptables objects from it."""
+
+    src: str | None
+    dst: str | None
+    protocol: str
+    matches: tuple[Match, ...]
+    target: str
+
+
+def rule_parts(rule, family: int, target: str = "SYSRQ") -> RuleParts:
+    """A PeerRule (jumping to `target`) or a DropRule, checked, as RuleParts."""
+    if isinstance(rule, DropRule):
+        return RuleParts(None, None, "udp", (Match("udp", (("dport", str(_port(rule.port))),)),),
+                         "DROP")
     peer, local = _address(rule.peer, family), _address(rule.local, family)
     host = 32 if family == 4 else 128
-    line = (f"-A {CHAIN} -s {peer}/{host} -d {local}/{host} -p udp -m udp --dport {_port(rule.port)}"
-            f" -m policy --dir in --pol ipsec --proto esp --mode tunnel"
-            f" --tunnel-dst {local} --tunnel-src {peer}")
+    matches = [Match("udp", (("dport", str(_port(rule.port))),)),
+               Match("policy", (("dir", "in"), ("pol", "ipsec"), ("proto", "esp"),
+                                ("mode", "tunnel"), ("tunnel-dst", local), ("tunnel-src", peer)))]
     if rule.mac is not None:
-        line += f" -m mac --mac-source {_mac(rule.mac)}"
-    return line + (f" -m hashlimit --hashlimit-upto {RATE} --hashlimit-burst {BURST}"
-                   f" --hashlimit-mode {LIMIT_MODE} --hashlimit-name {LIMIT_NAME}"
-                   f" --hashlimit-htable-expire {LIMIT_EXPIRE_MS} -j {target}")
+        matches.append(Match("mac", (("mac-source", _mac(rule.mac)),)))
+    matches.append(Match("hashlimit", (
+        ("hashlimit-upto", RATE), ("hashlimit-burst", str(BURST)),
+        ("hashlimit-mode", LIMIT_MODE), ("hashlimit-name", LIMIT_NAME),
+        ("hashlimit-htable-expire", str(LIMIT_EXPIRE_MS)))))
+    return RuleParts(f"{peer}/{host}", f"{local}/{host}", "udp", tuple(matches), target)
+
+
+def save_line(parts: RuleParts) -> str:
+    """RuleParts exactly as `iptables-save` prints the rule."""
+    words = [f"-A {CHAIN}"]
+    words += [f"-s {parts.src}"] if parts.src else []
+    words += [f"-d {parts.dst}"] if parts.dst else []
+    words.append(f"-p {parts.protocol}")
+    for match in parts.matches:
+        words.append(f"-m {match.name}")
+        words += [f"--{option} {value}" for option, value in match.options]
+    return " ".join(words + [f"-j {parts.target}"])
 
 
 def rule_line(rule, family: int, target: str = "SYSRQ") -> str:
     """One rule value as its `iptables-save` line: a PeerRule (jumping to `target`) or a
     DropRule. render() of a whole chain is made of these."""
-    if isinstance(rule, DropRule):
-        return f"-A {CHAIN} -p udp -m udp --dport {_port(rule.port)} -j DROP"
-    return _render_peer(rule, family, target)
+    return save_line(rule_parts(rule, family, target))
 
 
 _PEER_LINE = re.compile(

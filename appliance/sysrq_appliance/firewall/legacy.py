@@ -16,9 +16,9 @@ import fcntl
 import os
 import time
 
-from sysrq_appliance.firewall import (BURST, CHAIN, LEGACY, LIMIT_EXPIRE_MS, LIMIT_MODE, LIMIT_NAME, RATE,
-                                      ChainBackend, ChainSpec, FirewallError, ObservedChain,
-                                      PeerRule, jump_in_place)
+from sysrq_appliance.firewall import (CHAIN, LEGACY, ChainBackend, ChainSpec, DropRule,
+                                      FirewallError, ObservedChain, RuleParts, jump_in_place,
+                                      rule_parts)
 from sysrq_appliance.firewall import iptc_compat
 
 LOCK_WAIT = 10.0  # seconds
@@ -40,9 +40,11 @@ class LegacyBackend(ChainBackend):
                 table.flush_entries(CHAIN)
             chain = iptc.Chain(table, CHAIN)
             for peer in spec.rules:
-                chain.append_rule(_peer_rule(iptc, spec, peer))
+                chain.append_rule(_rule(iptc, spec.family, rule_parts(peer, spec.family,
+                                                                       spec.target)))
             if spec.drop_other:
-                chain.append_rule(_drop_rule(iptc, spec))
+                chain.append_rule(_rule(iptc, spec.family,
+                                        rule_parts(DropRule(spec.port), spec.family)))
             if not jump_in_place(before):
                 _delete_jumps(iptc, table, before)
                 iptc.Chain(table, "INPUT").insert_rule(_jump_rule(iptc, spec.family))
@@ -77,29 +79,20 @@ def _new_rule(iptc, family: int):
     return iptc.Rule() if family == 4 else iptc.Rule6()
 
 
-def _peer_rule(iptc, spec: ChainSpec, peer: PeerRule):
-    host = "/32" if spec.family == 4 else "/128"
-    rule = _new_rule(iptc, spec.family)
-    rule.src, rule.dst, rule.protocol = peer.peer + host, peer.local + host, "udp"
-    rule.create_match("udp").dport = str(peer.port)
-    policy = iptc_compat.create_match(rule, "policy")
-    policy.dir, policy.pol, policy.proto, policy.mode = "in", "ipsec", "esp", "tunnel"
-    policy.tunnel_src, policy.tunnel_dst = peer.peer, peer.local
-    if peer.mac is not None:
-        rule.create_match("mac").mac_source = peer.mac
-    limit = iptc_compat.create_match(rule, "hashlimit")
-    limit.hashlimit_upto, limit.hashlimit_burst = RATE, str(BURST)
-    limit.hashlimit_mode, limit.hashlimit_name = LIMIT_MODE, LIMIT_NAME
-    limit.hashlimit_htable_expire = str(LIMIT_EXPIRE_MS)
-    rule.target = iptc.Target(rule, spec.target)
-    return rule
-
-
-def _drop_rule(iptc, spec: ChainSpec):
-    rule = _new_rule(iptc, spec.family)
-    rule.protocol = "udp"
-    rule.create_match("udp").dport = str(spec.port)
-    rule.target = iptc.Target(rule, "DROP")
+def _rule(iptc, family: int, parts: RuleParts):
+    """The python-iptables rule for RuleParts: the same matches and options, in the same
+    order, as the text the nft backend writes (option `--a-b` is attribute `a_b`)."""
+    rule = _new_rule(iptc, family)
+    if parts.src:
+        rule.src = parts.src
+    if parts.dst:
+        rule.dst = parts.dst
+    rule.protocol = parts.protocol
+    for match in parts.matches:
+        created = iptc_compat.create_match(rule, match.name)   # policy: issue 290
+        for option, value in match.options:
+            setattr(created, option.replace("-", "_"), value)
+    rule.target = iptc.Target(rule, parts.target)
     return rule
 
 
