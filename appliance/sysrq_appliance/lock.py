@@ -54,15 +54,23 @@ def held(state_dir, purpose, name=STATE, shared=False, wait=None, field="--state
 
 
 def _acquire(fd, operation, wait, path):
+    if not wait_for(fd, operation, wait):
+        raise ApplianceError(f"{path} is held by {_holder(fd)} for more than "
+                             f"{wait:g} s; try again when it has finished")
+
+
+def wait_for(fd, operation, wait):
+    """flock(fd, operation) within `wait` seconds: True once held, False if it was not.
+    Polls, because a blocking flock cannot time out. Every lock of ours is taken here
+    (the state lock, the sender's sequence lock, the xtables lock of the legacy backend)."""
     deadline = time.monotonic() + wait
     while True:
         try:
             fcntl.flock(fd, operation | fcntl.LOCK_NB)
-            return
+            return True
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise ApplianceError(f"{path} is held by {_holder(fd)} for more than "
-                                     f"{wait:g} s; try again when it has finished") from None
+                return False
             time.sleep(0.05)
 
 

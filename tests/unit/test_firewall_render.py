@@ -214,3 +214,22 @@ def test_rule_parts_are_the_one_rendering_of_a_peer_rule():
         assert f"-m {match.name} " + " ".join(f"--{o} {v}" for o, v in match.options) in line
     assert fw.save_line(fw.rule_parts(fw.DropRule(9), 4)) == \
         "-A SYSRQ-APPLIANCE -p udp -m udp --dport 9 -j DROP"
+
+
+def test_the_xtables_lock_waits_through_the_one_lock_helper(tmp_path, monkeypatch):
+    import fcntl
+    import os
+    from sysrq_appliance.firewall import legacy
+    path = tmp_path / "xtables.lock"
+    monkeypatch.setenv("XTABLES_LOCKFILE", str(path))
+    with legacy.xtables_lock(wait=0.1):       # free: taken at once
+        pass
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)        # another iptables holds it
+        with pytest.raises(fw.FirewallError) as held:
+            with legacy.xtables_lock(wait=0.1):
+                pass
+        assert str(held.value) == f"another iptables holds {path} for more than 0 s; try again"
+    finally:
+        os.close(fd)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import time
 
 from sysrq_appliance.firewall import (CHAIN, LEGACY, ChainBackend, ChainSpec, DropRule,
                                       FirewallError, ObservedChain, RuleParts, jump_in_place,
                                       rule_parts)
+from sysrq_appliance import lock
 from sysrq_appliance.firewall import iptc_compat
 
 LOCK_WAIT = 10.0  # seconds
@@ -115,16 +115,9 @@ def xtables_lock(wait: float = LOCK_WAIT):
     path = os.environ.get("XTABLES_LOCKFILE", "/run/xtables.lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise FirewallError(f"another iptables holds {path} for more than "
-                                        f"{wait:.0f} s; try again") from None
-                time.sleep(0.05)
+        if not lock.wait_for(fd, fcntl.LOCK_EX, wait):
+            raise FirewallError(f"another iptables holds {path} for more than "
+                                f"{wait:.0f} s; try again")
         yield
     finally:
         os.close(fd)
