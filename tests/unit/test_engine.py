@@ -266,3 +266,25 @@ def test_status_counts_a_rule_only_when_it_is_the_one_the_config_wants():
     assert result["peers"][0]["rule"] == {"present": False, "packets": 0}
     assert result["drop_rule"] == {"present": True, "packets": 3}
     assert result["drift"] == ["install IPv4 chain SYSRQ-APPLIANCE (1 peer rule(s))"]
+
+
+def test_an_interruption_during_a_batch_lands_after_it_and_the_batch_is_undone():
+    """Ctrl-C while a batch is in the kernel: SIGINT is held until the batch is recorded as
+    done, so the undo takes the whole batch back (nothing half-applied stays)."""
+    import signal
+    calls = []
+
+    def batch():
+        calls.append("batch")
+        os.kill(os.getpid(), signal.SIGINT)   # pending while the batch runs
+
+    steps = [Step("set kernel.sysrq 1 -> 176", lambda: calls.append("sysctl"),
+                  lambda: calls.append("undo sysctl")),
+             Step("add 2 policy changes", batch, lambda: calls.append("undo batch"),
+                  ("add policy in a -> b udp dport 9", "add policy out b -> a icmp type 3 code 3")),
+             Step("install IPv4 chain", lambda: calls.append("chain"), None)]
+    with pytest.raises(ApplianceError) as failure:
+        execute(steps, report=lambda line: None)
+    assert calls == ["sysctl", "batch", "undo batch", "undo sysctl"]
+    assert str(failure.value) == ("interrupted (KeyboardInterrupt) at add 2 policy changes; "
+                                  "undid 3 earlier change(s), the kernel is as before")
