@@ -31,6 +31,14 @@ def test_every_help_has_an_example(argv):
     assert "example" in result.stdout.decode()
 
 
+def test_pair_help_names_each_algorithm_whole():
+    """Python 3.11's usage wrapper cut "rfc4106(gcm(aes))" into "rfc4106gcm(aes))"."""
+    help_text = " ".join(cli("pair", "--help").stdout.decode().split())
+    for algorithm in ("rfc4106(gcm(aes))", "cbc(aes)+hmac(sha256)"):
+        assert help_text.count(algorithm) >= 1, help_text
+    assert "rfc4106gcm" not in help_text and "hmac(sha256}" not in help_text
+
+
 def test_version():
     result = cli("--version")
     assert result.returncode == 0 and result.stdout.decode().startswith("sysrq-appliance 0.")
