@@ -21,6 +21,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
+. "$HERE/../lib/debian-image.sh"    # debian_root
 
 RELEASE=${1:-}
 FORCE=${2:-}
@@ -30,9 +31,6 @@ case "$RELEASE" in
 esac
 need_root
 
-# The mirror (or proxy) this machine's apt uses, unless the caller names one.
-MIRROR=${SYSRQ_DEBIAN_MIRROR:-$("$HERE/../debian-mirror.sh" archive)}
-SECURITY_MIRROR=${SYSRQ_DEBIAN_SECURITY_MIRROR:-$("$HERE/../debian-mirror.sh" security)}
 DISK_GB=4     # virtual size of the guest's root filesystem (sparse)
 
 # Installed and kept.
@@ -46,7 +44,7 @@ PACKAGES=(
 # Installed for the DKMS build only, purged afterwards (with what they pulled in).
 BUILD_ONLY=(xtables-addons-dkms linux-headers-amd64)
 
-key=$( { cat "$0" "$HERE/box-hooks.sh"; echo "$RELEASE ${PACKAGES[*]} ${BUILD_ONLY[*]}"; } |
+key=$( { cat "$0" "$HERE/box-hooks.sh" "$HERE/../lib/debian-image.sh"; echo "$RELEASE ${PACKAGES[*]} ${BUILD_ONLY[*]}"; } |
        sha256sum | cut -c1-12)
 BOX_DIR=$SYSRQ_CACHE/boxes
 BOX=$BOX_DIR/sysrq-appliance-$RELEASE-$key.box
@@ -71,17 +69,9 @@ ROOT=$WORK/rootfs
 T0=$(now)
 
 log "mmdebstrap $RELEASE (log: $WORK/mmdebstrap.log)"
-sources=(
-    "deb $MIRROR $RELEASE main"
-    "deb $MIRROR $RELEASE-updates main"
-    "deb $SECURITY_MIRROR $RELEASE-security main"
-)
-include=$(IFS=,; echo "${PACKAGES[*]},${BUILD_ONLY[*]}")
 if ! SYSRQ_BOX_PUBKEY=$PUBKEY SYSRQ_BOX_RELEASE=$RELEASE SYSRQ_BOX_PURGE="${BUILD_ONLY[*]}" \
-    mmdebstrap --variant=minbase --mode=root --include="$include" \
-        --setup-hook="$HERE/box-hooks.sh setup \"\$1\"" \
-        --customize-hook="$HERE/box-hooks.sh customize \"\$1\"" \
-        "$RELEASE" "$ROOT" "${sources[@]}" >"$WORK/mmdebstrap.log" 2>&1; then
+    debian_root "$RELEASE" "$ROOT" "$WORK/mmdebstrap.log" "$HERE/box-hooks.sh" \
+        "${PACKAGES[@]}" "${BUILD_ONLY[@]}"; then
     tail -40 "$WORK/mmdebstrap.log" >&2
     die "mmdebstrap failed"
 fi
