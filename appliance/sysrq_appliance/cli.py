@@ -358,18 +358,38 @@ def _send(args):
                            owner=os.geteuid())
     seqno = args.seqno
     unconfirmed = 0
+    # A dry run reserves nothing; it numbers the steps as a real run would, on a clock that
+    # moves on by each wait.
+    preview = (_Preview(args.state_dir, peer.name)
+               if args.dry_run and seqno is None and cfg.wire != "plain" else None)
     for number, step in enumerate(steps, 1):
         prefix = f"  {number}/{len(steps)} " if args.sequence else ""
         if not step.keys:
             print(f"{prefix}wait {step.seconds:g} s", flush=True)
-            if not args.dry_run:
+            if preview:
+                preview.clock += step.seconds
+            elif not args.dry_run:
                 time.sleep(step.seconds)
             continue
-        line, confirmed = _send_request(cfg, peer, secret, step.keys, seqno, args)
+        line, confirmed = _send_request(cfg, peer, secret, step.keys,
+                                        preview.next() if preview else seqno, args)
         print(prefix + line, flush=True)
         unconfirmed += not confirmed
         seqno = seqno + 1 if seqno is not None else None
     return EXIT_NOT_CONFIRMED if unconfirmed else EXIT_OK
+
+
+class _Preview:
+    """The numbers a real run would reserve, without reserving them."""
+
+    def __init__(self, state_dir, target):
+        from sysrq_appliance import seqno
+        self.clock, self.last = time.time(), seqno.read_last(state_dir, target)
+
+    def next(self):
+        from sysrq_appliance import seqno
+        self.last = seqno.next_seqno(self.clock, self.last)
+        return self.last
 
 
 def _send_request(cfg, peer, secret, keys, fixed_seqno, args):

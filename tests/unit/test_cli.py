@@ -209,6 +209,22 @@ def test_sequence_dry_run_and_mask_refusal(tmp_path):
     assert unknown.returncode == 2 and "known: diagnose, reboot-safely, thaw" in text(unknown)
 
 
+def test_sequence_dry_run_numbers_steps_as_a_real_run_would(tmp_path):
+    """Without --seqno each step gets the number a real run would reserve (the clock moves
+    on by each wait), and a dry run reserves nothing."""
+    out, _ = _pair(tmp_path)
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    _install_half(out, "sender", etc)
+    result = cli("--config", str(etc / "appliance.yaml"), "--state-dir", str(state),
+                 "send", "web1", "--sequence", "reboot-safely", "--dry-run")
+    assert result.returncode == 0, text(result)
+    numbers = [int(line.split(": ")[1].split(",")[1])
+               for line in result.stdout.decode().splitlines() if "would send" in line]
+    assert len(numbers) == 3
+    assert numbers[1] - numbers[0] == 10 and numbers[2] - numbers[1] == 5, numbers
+    assert not state.exists() or not any(state.iterdir())
+
+
 def test_custom_sequence_overrides_builtin(tmp_path):
     out, _ = _pair(tmp_path)
     etc = tmp_path / "etc"
