@@ -193,12 +193,14 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
              /usr/lib/systemd/system/sysrq-appliance-reapply.timer \
              /usr/lib/systemd/system/sysrq-appliance-reapply.service \
              /usr/lib/systemd/system/nftables.service.d/sysrq-appliance.conf \
+             /usr/lib/systemd/system/netfilter-persistent.service.d/sysrq-appliance.conf \
+             /usr/libexec/sysrq-appliance/rearm \
              /usr/share/netfilter-persistent/plugins.d/90-sysrq-appliance \
              /usr/share/doc/sysrq-appliance/README.Debian \
              /etc/systemd/system/multi-user.target.wants/sysrq-appliance.service; do
         [ -e "$root$f" ] || [ -L "$root$f" ] || missing="$missing $f"
     done
-    check "files installed" "${missing:+missing:}${missing:-CLI, man page, completion, units, drop-in, plugin, README.Debian, enabled}" [ -z "$missing" ]
+    check "files installed" "${missing:+missing:}${missing:-CLI, man page, completion, units, drop-ins, re-arm hook, plugin, README.Debian, enabled}" [ -z "$missing" ]
     verify=$(offline systemd-analyze verify --man=no sysrq-appliance.service sysrq-appliance-reapply.timer \
                  sysrq-appliance-reapply.service 2>&1) && rc=0 || rc=$?
     check "systemd-analyze verify" "systemd $(offline dpkg-query -W -f '${Version}' systemd): ${verify:-clean}" \

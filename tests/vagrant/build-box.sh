@@ -11,6 +11,7 @@
 # What is in it and why:
 #  - everything our .deb needs at run time, because the guests have no route out and no mirror:
 #    python3 + pyroute2/iptables/yaml, iptables, iproute2, kmod, xtables-addons-common;
+#  - nftables, disabled as Debian ships it: the hung-shutdown drill and the unit check enable it;
 #  - xt_SYSRQ and the other xtables-addons modules, built by DKMS for the box's kernel here, in
 #    the chroot, so no compiler ever runs under TCG; compiler and headers are purged afterwards;
 #  - what Vagrant needs: systemd, openssh-server, sudo, user vagrant with Vagrant's insecure
@@ -37,7 +38,7 @@ DISK_GB=4     # virtual size of the guest's root filesystem (sparse)
 PACKAGES=(
     systemd-sysv udev dbus openssh-server sudo
     linux-image-amd64 initramfs-tools kmod
-    iproute2 iptables iputils-ping procps e2fsprogs util-linux netbase
+    iproute2 iptables nftables iputils-ping procps e2fsprogs util-linux netbase
     python3 python3-pyroute2 python3-iptables python3-yaml
     xtables-addons-common
 )
