@@ -6,7 +6,10 @@ import subprocess
 
 import pytest
 
+# The source tree's; against an installed package (debian/tests), the installed one.
 COMPLETION = pathlib.Path(__file__).resolve().parents[2] / "debian/completions/sysrq-appliance"
+if not COMPLETION.exists():
+    COMPLETION = pathlib.Path("/usr/share/bash-completion/completions/sysrq-appliance")
 CONFIG = """\
 role: sender
 local: 10.0.0.1

@@ -38,7 +38,9 @@ export VAGRANT_DEFAULT_PROVIDER=libvirt
 export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX_UPDATE_CHECK_DISABLE=1
 export SYSRQ_TCG=1
 export SYSRQ_SERIAL_DIR=$RUN_DIR/serial
-export SYSRQ_STAGE_DIR=$RUN_DIR/stage
+# The pair's keys and passwords: under /run (root's), not the 1777 /var/tmp, on whose path
+# sysrq-appliance rightly refuses to write secrets.
+export SYSRQ_STAGE_DIR=${SYSRQ_STAGE_DIR:-/run/sysrq-appliance-stage/$RELEASE}
 export SYSRQ_LOG_DIR=$RUN_DIR/libvirt
 export SYSRQ_DEB_DIR=${SYSRQ_DEB_DIR:-$REPO/out}
 export SYSRQ_POOL SYSRQ_MGMT_NETWORK SYSRQ_MGMT_SUBNET SYSRQ_TUNNEL_NETWORK SYSRQ_TUNNEL_HOST_IP
