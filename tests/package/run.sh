@@ -242,7 +242,7 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
         eval '[ "$rc" = 2 ] && grep -qE "^FAIL config" <<<"$d0"'
     offline sh -c 'sysrq-appliance pair --target web1=10.10.25.7 --sender admin1=10.10.25.1 \
             --out /root/bundle >/dev/null && cp -a /root/bundle/target/appliance.yaml \
-            /root/bundle/target/keys /etc/sysrq-appliance/' >>"$log" 2>&1 \
+            /root/bundle/target/keys /etc/sysrq-appliance/ && rm -r /root/bundle' >>"$log" 2>&1 \
         || record "$release" "pair" FAIL "see $log"
     d1=$(offline sysrq-appliance doctor 2>&1) && rc=0 || rc=$?
     echo "$d1" >>"$log"
