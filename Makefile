@@ -42,7 +42,8 @@ demo:
 	tests/package/build-deb.sh out
 	tests/vagrant/run.sh trixie
 
-# The two-VM test on both releases (Debian 12: doctor FAILs, apply refuses, nothing is sent).
+# The two-VM test: Debian 13 on both; then a Debian 12 admin host in front of a Debian 13
+# target (fire and no-fire from Debian 12; a Debian 12 target config is refused there).
 vagrant:
 	tests/install-deps.sh vagrant package
 	tests/package/build-deb.sh out

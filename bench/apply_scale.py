@@ -14,11 +14,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 from fleet import baseline_batch, baseline_restore, scratch_install
-from netns import netns
+from netns import netns, scratch as scratch_dir
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 ENV = {"PYTHONPATH": os.path.join(ROOT, "appliance"), "PATH": os.environ["PATH"]}
@@ -34,7 +33,7 @@ def timed(argv, stdin=None):
 
 
 def controller_run(n, role, with_sa):
-    with tempfile.TemporaryDirectory() as scratch, netns() as ns:
+    with scratch_dir() as scratch, netns() as ns:
         base = scratch_install(scratch, ns, n, role, with_sa)
         force = ["--force"] if role == "target" else []
         apply_s, _ = timed(base + ["apply", *force])

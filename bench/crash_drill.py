@@ -16,11 +16,10 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 from fleet import scratch_install
-from netns import netns
+from netns import netns, scratch as scratch_dir
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 ENV = {"PYTHONPATH": os.path.join(ROOT, "appliance"), "PATH": os.environ["PATH"]}
@@ -86,7 +85,7 @@ def main():
     rng = random.Random(seed)
     converged = clean = 0
     outcomes = {"untouched": 0, "partial": 0, "complete": 0}
-    with tempfile.TemporaryDirectory() as scratch, netns() as ns:
+    with scratch_dir() as scratch, netns() as ns:
         target = Target(ns, scratch, args.peers)
         # Start-up and observation take most of a run: aim the kills at the changes.
         reading = measure(target, "plan")

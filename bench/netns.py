@@ -1,9 +1,19 @@
-"""A throwaway network namespace for the benchmarks: unique name, loopback only, removed
-by that exact name when done."""
+"""What the benchmarks run in: a throwaway network namespace (unique name, loopback only,
+removed by that exact name when done) and a scratch directory the program trusts."""
 
 import contextlib
+import os
 import subprocess
+import tempfile
 import uuid
+
+
+def scratch():
+    """A private temporary directory under /run (root) or ~/.cache: sysrq-appliance rightly
+    refuses secrets on a path others can write to, such as a 1777 /tmp."""
+    parent = "/run" if os.geteuid() == 0 else os.path.expanduser("~/.cache")
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix="sysrq-bench.", dir=parent)
 
 
 @contextlib.contextmanager

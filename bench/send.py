@@ -11,8 +11,9 @@ import argparse
 import os
 import statistics
 import subprocess
-import tempfile
 import time
+
+from netns import scratch as scratch_dir
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 ENV = {"PYTHONPATH": os.path.join(ROOT, "appliance"), "PATH": os.environ["PATH"]}
@@ -30,7 +31,7 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
+    with scratch_dir() as scratch:
         etc = os.path.join(scratch, "etc")
         subprocess.run([PYTHON, "-m", "sysrq_appliance", "pair", "--target", "web1=10.10.25.7",
                         "--sender", "admin1=10.10.25.1", "--out", os.path.join(scratch, "b"),

@@ -54,8 +54,10 @@ def _not_a_host(address):
         return None
     if address.ipv4_mapped is not None:
         return "an IPv4-mapped IPv6 address (write the IPv4 address)"
-    if address.is_link_local or address in _SITE_LOCAL:
+    if address.is_link_local:
         return "link-local (needs a zone id, which a tunnel endpoint cannot have)"
+    if address in _SITE_LOCAL:
+        return "site-local (fec0::/10, deprecated and scoped like link-local)"
     if address.is_reserved:
         return "in a reserved IPv6 range"
     return None

@@ -160,7 +160,10 @@ def build_parser():
                    help="where to write the bundle: a new directory, or an existing one that "
                         "is yours and 0700 (it will hold secrets)")
     p.add_argument("--algorithm", default=config.DEFAULT_ALGORITHM,
-                   choices=tuple(config.ALGORITHMS), help="ESP algorithm (default: %(default)s)")
+                   choices=tuple(config.ALGORITHMS), metavar="ALGORITHM",
+                   # Python 3.11's usage wrapper mangles choices with parentheses: name them here.
+                   help="ESP algorithm: " + " or ".join(config.ALGORITHMS)
+                   + " (default: %(default)s)")
     p.add_argument("--port", type=_whole(1, 65535), default=9,
                    help="UDP port of the trigger (default: 9)")
     p.add_argument("--etc-dir", default="/etc/sysrq-appliance", metavar="DIR", type=_path,

@@ -92,8 +92,9 @@ def _xtables_addons(version):
     if version < system.MIN_SAFE_XTABLES_ADDONS:
         return Check(FAIL, "xt_SYSRQ", f"xtables-addons {shown} < 3.26: its xt_SYSRQ "
                      "corrupts the kernel stack and panics on the first request that reaches "
-                     "the digest check, wrong password included; install xtables-addons-dkms "
-                     ">= 3.26 (e.g. from Debian 13 or backports)")
+                     "the digest check, wrong password included; a target needs "
+                     "xtables-addons >= 3.26 (Debian 13 has 3.27; Debian 12 and its backports "
+                     "have no newer one, so a Debian 12 host can only be a sender)")
     return Check(PASS, "xt_SYSRQ", f"xtables-addons {shown}")
 
 

@@ -113,6 +113,13 @@ def read_bounded(fd, limit, where):
     return data
 
 
+def _how_to_create(field):
+    # Only pair makes ESP keys (both halves at once); a password can also be set alone.
+    if field.endswith("key_file"):
+        return ("make the pair's keys with 'sysrq-appliance pair' and install its half here")
+    return "create it (sysrq-appliance pair or password set)"
+
+
 def _open_secret(path, field, owner):
     owner = os.geteuid() if owner is None else owner
     check_path_text(path, field)
@@ -120,8 +127,7 @@ def _open_secret(path, field, owner):
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
                      | os.O_NOCTTY)
     except FileNotFoundError:
-        raise InputError(f"{field}: {path} does not exist; create it "
-                         "(sysrq-appliance pair or password set)") from None
+        raise InputError(f"{field}: {path} does not exist; {_how_to_create(field)}") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise InputError(f"{field}: {path} is a symlink; put the file itself there") \

@@ -57,18 +57,38 @@ def send(cfg, target, keys, sequence, options, report=print, warn=print):
                            owner=os.geteuid())
     seqno = options.seqno
     unconfirmed = 0
+    # A dry run reserves nothing; it numbers the steps as a real run would, on a clock that
+    # moves on by each wait.
+    preview = (_Preview(options.state_dir, peer.name)
+               if options.dry_run and seqno is None and cfg.wire != "plain" else None)
     for number, step in enumerate(steps, 1):
         prefix = f"  {number}/{len(steps)} " if sequence else ""
         if not step.keys:
             report(f"{prefix}wait {step.seconds:g} s")
-            if not options.dry_run:
+            if preview:
+                preview.clock += step.seconds
+            elif not options.dry_run:
                 time.sleep(step.seconds)
             continue
-        line, confirmed = _send_request(cfg, peer, secret, step.keys, seqno, options, warn)
+        line, confirmed = _send_request(cfg, peer, secret, step.keys,
+                                        preview.next() if preview else seqno, options, warn)
         report(prefix + line)
         unconfirmed += not confirmed
         seqno = seqno + 1 if seqno is not None else None
     return unconfirmed
+
+
+class _Preview:
+    """The numbers a real run would reserve, without reserving them."""
+
+    def __init__(self, state_dir, target):
+        from sysrq_appliance import seqno
+        self.clock, self.last = time.time(), seqno.read_last(state_dir, target)
+
+    def next(self):
+        from sysrq_appliance import seqno
+        self.last = seqno.next_seqno(self.clock, self.last)
+        return self.last
 
 
 def _send_request(cfg, peer, secret, keys, fixed_seqno, options, warn):

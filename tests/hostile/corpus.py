@@ -46,6 +46,8 @@ RAW = {
     "nested-200k": lambda: "role: " + "[" * 200000 + "]" * 200000 + "\n",
     "nested-map-10k": lambda: "role: " + "{a: " * 10000 + "b" + "}" * 10000 + "\n",
     "huge-9mib": lambda: "# " + "x" * (9 * 1024 * 1024) + "\nrole: target\n",
+    # Many tiny nodes in a small file: bounded by the event count, not the byte size.
+    "empty-lists-500k": lambda: "role: target\nx: [" + "[], " * 500000 + "[]]\n",
     "peers-16385": lambda: "role: sender\nlocal: 10.0.0.1\npeers:\n" + "".join(
         f"  - {{name: p{i}, address: 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255 or 1}, "
         f"spi_in: {0x1000 + 2 * i}, spi_out: {0x1001 + 2 * i}, key_file: /k, "

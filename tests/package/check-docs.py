@@ -13,6 +13,7 @@ import pathlib
 import re
 import sys
 
+from sysrq_appliance import sequences
 from sysrq_appliance.cli import build_parser
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -48,6 +49,12 @@ def main():
         if listed != set(choices):
             problems.append(f"{COMPLETION.name}: {variable}= lists {sorted(listed)}, "
                             f"the CLI has {sorted(choices)}")
+
+    listed = re.search(r'local sequences="([^"]*)"', completion)
+    listed = set(listed.group(1).split()) if listed else set()
+    if listed != set(sequences.BUILTIN):
+        problems.append(f"{COMPLETION.name}: sequences= lists {sorted(listed)}, the built-in "
+                        f"sequences are {sorted(sequences.BUILTIN)}")
 
     for path, options in walk(parser):
         if path and f"**{path[-1]}" not in man and f"{path[-1]}**" not in man:

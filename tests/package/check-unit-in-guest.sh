@@ -186,6 +186,14 @@ else
         check "nftables $verb re-applies" "systemctl $verb nftables: exit $rc; our unit reloaded, chain back within 20 s" \
             eval '[ "$rc" = 0 ] && wait_for 20 reloaded_since "$since" && wait_for 20 chain_present'
     done
+    # Its stop (also at every shutdown) runs `nft flush ruleset`; our ExecStopPost re-arms
+    # before the stop returns, so the chain is there the moment it does.
+    # (nftables stays stopped, as it was at boot: its start would ask our unit for a reload
+    # that the stop below must not race.)
+    rc=0; systemctl stop nftables.service || rc=$?
+    check "nftables stop re-arms" "systemctl stop nftables: exit $rc; chain present right after" \
+        eval '[ "$rc" = 0 ] && chain_present'
+
 fi
 if [ "$role" = target ] && systemctl cat netfilter-persistent.service >/dev/null 2>&1; then
     # Its unit has no ExecReload: our plugin in its plugins.d fires on every load of its

@@ -193,12 +193,14 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
              /usr/lib/systemd/system/sysrq-appliance-reapply.timer \
              /usr/lib/systemd/system/sysrq-appliance-reapply.service \
              /usr/lib/systemd/system/nftables.service.d/sysrq-appliance.conf \
+             /usr/lib/systemd/system/netfilter-persistent.service.d/sysrq-appliance.conf \
+             /usr/libexec/sysrq-appliance/rearm \
              /usr/share/netfilter-persistent/plugins.d/90-sysrq-appliance \
              /usr/share/doc/sysrq-appliance/README.Debian \
              /etc/systemd/system/multi-user.target.wants/sysrq-appliance.service; do
         [ -e "$root$f" ] || [ -L "$root$f" ] || missing="$missing $f"
     done
-    check "files installed" "${missing:+missing:}${missing:-CLI, man page, completion, units, drop-in, plugin, README.Debian, enabled}" [ -z "$missing" ]
+    check "files installed" "${missing:+missing:}${missing:-CLI, man page, completion, units, drop-ins, re-arm hook, plugin, README.Debian, enabled}" [ -z "$missing" ]
     verify=$(offline systemd-analyze verify --man=no sysrq-appliance.service sysrq-appliance-reapply.timer \
                  sysrq-appliance-reapply.service 2>&1) && rc=0 || rc=$?
     check "systemd-analyze verify" "systemd $(offline dpkg-query -W -f '${Version}' systemd): ${verify:-clean}" \
@@ -239,8 +241,8 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
     check "doctor runs (no config)" "exit $rc: $(head -n 1 <<<"$d0")" \
         eval '[ "$rc" = 2 ] && grep -qE "^FAIL config" <<<"$d0"'
     offline sh -c 'sysrq-appliance pair --target web1=10.10.25.7 --sender admin1=10.10.25.1 \
-            --out /tmp/bundle >/dev/null && cp -a /tmp/bundle/target/appliance.yaml \
-            /tmp/bundle/target/keys /etc/sysrq-appliance/' >>"$log" 2>&1 \
+            --out /root/bundle >/dev/null && cp -a /root/bundle/target/appliance.yaml \
+            /root/bundle/target/keys /etc/sysrq-appliance/ && rm -r /root/bundle' >>"$log" 2>&1 \
         || record "$release" "pair" FAIL "see $log"
     d1=$(offline sysrq-appliance doctor 2>&1) && rc=0 || rc=$?
     echo "$d1" >>"$log"

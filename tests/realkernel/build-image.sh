@@ -17,11 +17,10 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../vagrant/lib.sh"    # log, die, now, apt_ensure, SYSRQ_CACHE
+. "$HERE/../lib/debian-image.sh"    # debian_root
 
 FORCE=${1:-}
 need_root
-MIRROR=${SYSRQ_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-SECURITY_MIRROR=${SYSRQ_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 RELEASE=trixie
 PACKAGES=(
     linux-image-amd64 initramfs-tools kmod util-linux procps
@@ -31,7 +30,7 @@ PACKAGES=(
 )
 BUILD_ONLY=(xtables-addons-dkms linux-headers-amd64)   # purged after the DKMS build
 
-key=$(cat "$0" "$HERE/image-hooks.sh" | sha256sum | cut -c1-12)
+key=$(cat "$0" "$HERE/image-hooks.sh" "$HERE/../lib/debian-image.sh" | sha256sum | cut -c1-12)
 CACHE_DIR=$SYSRQ_CACHE/realkernel
 IMAGE=$CACHE_DIR/$RELEASE-$key
 mkdir -p "$CACHE_DIR"
@@ -50,17 +49,9 @@ trap 'rm -rf --one-file-system "$WORK"' EXIT
 ROOT=$WORK/rootfs
 T0=$(now)
 log "mmdebstrap $RELEASE (log: $WORK/mmdebstrap.log)"
-sources=(
-    "deb $MIRROR $RELEASE main"
-    "deb $MIRROR $RELEASE-updates main"
-    "deb $SECURITY_MIRROR $RELEASE-security main"
-)
-include=$(IFS=,; echo "${PACKAGES[*]},${BUILD_ONLY[*]}")
 if ! SYSRQ_IMAGE_PURGE="${BUILD_ONLY[*]}" \
-    mmdebstrap --variant=minbase --mode=root --include="$include" \
-        --setup-hook="$HERE/image-hooks.sh setup \"\$1\"" \
-        --customize-hook="$HERE/image-hooks.sh customize \"\$1\"" \
-        "$RELEASE" "$ROOT" "${sources[@]}" >"$WORK/mmdebstrap.log" 2>&1; then
+    debian_root "$RELEASE" "$ROOT" "$WORK/mmdebstrap.log" "$HERE/image-hooks.sh" \
+        "${PACKAGES[@]}" "${BUILD_ONLY[@]}"; then
     tail -40 "$WORK/mmdebstrap.log" >&2
     die "mmdebstrap failed"
 fi

@@ -7,39 +7,16 @@ set -euo pipefail
 STEP=$1
 R=$2
 say() { echo "image-hooks: $*"; }
-in_root() { chroot "$R" env DEBIAN_FRONTEND=noninteractive "$@"; }
-installed() { in_root dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' | awk '$1 == "ii" {print $2}'; }
+. "$(dirname "$0")/../lib/debian-image.sh"    # in_root, installed, small_root, xt_sysrq_for
 
-setup() {
-    # A small initramfs that mounts a virtio disk: this root only ever boots under QEMU.
-    mkdir -p "$R/etc/initramfs-tools/conf.d" "$R/usr/share/initramfs-tools/modules.d"
-    printf 'MODULES=list\nCOMPRESS=zstd\n' >"$R/etc/initramfs-tools/conf.d/sysrq-image"
-    printf '%s\n' virtio_pci virtio_blk ext4 crc32c_generic >"$R/usr/share/initramfs-tools/modules.d/sysrq-image"
-    mkdir -p "$R/etc/dpkg/dpkg.cfg.d"
-    printf '%s\n' 'path-exclude=/usr/share/doc/*' 'path-include=/usr/share/doc/*/copyright' \
-        'path-exclude=/usr/share/man/*' 'path-exclude=/usr/share/locale/*' \
-        'path-exclude=/usr/share/info/*' >"$R/etc/dpkg/dpkg.cfg.d/sysrq-image-nodoc"
-}
+setup() { small_root sysrq-image; }
 
 customize() {
     local kver
-    kver=$(ls "$R/lib/modules" | sort -V | tail -1)
+    kver=$(root_kernel)
     echo "$kver" >"$R/etc/sysrq-image-kernel"
-    # DKMS for the image's kernel (`uname -r` in the chroot is the build host's).
-    in_root dkms autoinstall -k "$kver" >/dev/null
-    ls "$R/lib/modules/$kver/updates/dkms/" | grep -q '^xt_SYSRQ\.ko' \
-        || { in_root dkms status; say "xt_SYSRQ was not built for $kver"; exit 1; }
-    # Keep the modules where purging the DKMS package will not remove them.
-    mkdir -p "$R/lib/modules/$kver/updates/xtables-addons"
-    cp -a "$R/lib/modules/$kver/updates/dkms/." "$R/lib/modules/$kver/updates/xtables-addons/"
-    local compilers
-    compilers=$(installed | grep -E '^((gcc|cpp)(-[0-9]+)?(-x86-64-linux-gnu)?|make|dpkg-dev)$' || true)
-    # shellcheck disable=SC2086  # lists of package names
-    in_root apt-get purge -y -qq --autoremove -o APT::AutoRemove::RecommendsImportant=false \
-        $SYSRQ_IMAGE_PURGE dkms "linux-headers-$kver" $compilers >/dev/null
-    in_root depmod -a "$kver"
-    say "kernel $kver; xt_SYSRQ: $(in_root modinfo -k "$kver" -F filename xt_SYSRQ)"
-    say "xtables-addons-common $(in_root dpkg-query -W -f '${Version}' xtables-addons-common)"
+    # shellcheck disable=SC2086  # a list of package names
+    xt_sysrq_for "$kver" $SYSRQ_IMAGE_PURGE
     echo sysrq-realkernel >"$R/etc/hostname"
     printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$R/etc/hosts"
     printf '/dev/vda / ext4 rw 0 1\n' >"$R/etc/fstab"

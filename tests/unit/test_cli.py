@@ -31,6 +31,14 @@ def test_every_help_has_an_example(argv):
     assert "example" in result.stdout.decode()
 
 
+def test_pair_help_names_each_algorithm_whole():
+    """Python 3.11's usage wrapper cut "rfc4106(gcm(aes))" into "rfc4106gcm(aes))"."""
+    help_text = " ".join(cli("pair", "--help").stdout.decode().split())
+    for algorithm in ("rfc4106(gcm(aes))", "cbc(aes)+hmac(sha256)"):
+        assert help_text.count(algorithm) >= 1, help_text
+    assert "rfc4106gcm" not in help_text and "hmac(sha256}" not in help_text
+
+
 def test_version():
     result = cli("--version")
     assert result.returncode == 0 and result.stdout.decode().startswith("sysrq-appliance 0.")
@@ -199,6 +207,22 @@ def test_sequence_dry_run_and_mask_refusal(tmp_path):
         "the target's sysrq.allow (and in this peer's allow)")
     unknown = cli(*base, "send", "web1", "--sequence", "panic", "--dry-run")
     assert unknown.returncode == 2 and "known: diagnose, reboot-safely, thaw" in text(unknown)
+
+
+def test_sequence_dry_run_numbers_steps_as_a_real_run_would(tmp_path):
+    """Without --seqno each step gets the number a real run would reserve (the clock moves
+    on by each wait), and a dry run reserves nothing."""
+    out, _ = _pair(tmp_path)
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    _install_half(out, "sender", etc)
+    result = cli("--config", str(etc / "appliance.yaml"), "--state-dir", str(state),
+                 "send", "web1", "--sequence", "reboot-safely", "--dry-run")
+    assert result.returncode == 0, text(result)
+    numbers = [int(line.split(": ")[1].split(",")[1])
+               for line in result.stdout.decode().splitlines() if "would send" in line]
+    assert len(numbers) == 3
+    assert numbers[1] - numbers[0] == 10 and numbers[2] - numbers[1] == 5, numbers
+    assert not state.exists() or not any(state.iterdir())
 
 
 def test_custom_sequence_overrides_builtin(tmp_path):

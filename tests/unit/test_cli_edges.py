@@ -92,12 +92,31 @@ def test_an_internal_error_is_one_line_and_the_traceback_only_with_debug(tmp_pat
     assert "a value we hold" not in quiet.stderr
 
 
+@pytest.fixture
+def code_for_nobody():
+    """PYTHONPATH holding a copy of the package that user nobody can import: the checkout
+    (under /root, or a package build's 0700 directory) may be closed to it."""
+    import shutil
+    import tempfile
+    import sysrq_appliance
+    where = tempfile.mkdtemp(prefix="sysrq-appliance-code.", dir="/run")
+    try:
+        os.chmod(where, 0o755)
+        shutil.copytree(pathlib.Path(sysrq_appliance.__file__).parent,
+                        os.path.join(where, "sysrq_appliance"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(["chmod", "-R", "a+rX", where], check=True)
+        yield {**ENV, "PYTHONPATH": where, "PYTHONDONTWRITEBYTECODE": "1"}
+    finally:
+        shutil.rmtree(where)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
-def test_a_non_root_user_is_told_to_run_as_root(tmp_path):
+def test_a_non_root_user_is_told_to_run_as_root(tmp_path, code_for_nobody):
     options, _, _ = _target(tmp_path)
     os.chmod(tmp_path, 0o755)     # the scratch dir is 0700; nobody may look in, not read
     done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                           *PROGRAM, *options, "password", "rotate"], env=ENV,
+                           *PROGRAM, *options, "password", "rotate"], env=code_for_nobody,
                           capture_output=True, text=True, cwd="/")
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == [

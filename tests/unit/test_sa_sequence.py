@@ -72,6 +72,8 @@ def test_oseq_travels_as_xfrma_replay_val_and_round_trips():
     "", "{", "garbage", "[]", '{"x": 1}', f'{{"{SPI}": -1}}', f'{{"{SPI}": "5"}}',
     f'{{"{SPI}": true}}', f'{{"{SPI}": 1.5}}', f'{{"{SPI}": {2**32}}}', '{"0": 5}',
     f'{{"{2**32}": 5}}', '{"\u0661": 5}', "\udcff",
+    f'{{"{SPI}": 5, "{SPI}": 1}}',                 # a duplicate key must not lower a floor
+    "[" * 100000 + "]" * 100000,                  # deep enough to exhaust the recursion limit
 ])
 def test_damaged_floors_fail_closed_and_stay_as_they_are(tmp_path, content):
     """A damaged file never reads as 'no floors' (that restarts counters: nonce reuse)."""

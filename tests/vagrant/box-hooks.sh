@@ -8,46 +8,9 @@ set -euo pipefail
 STEP=$1
 R=$2
 say() { echo "box-hooks: $*"; }
-in_root() { chroot "$R" env DEBIAN_FRONTEND=noninteractive "$@"; }
+. "$(dirname "$0")/../lib/debian-image.sh"    # in_root, installed, small_root, xt_sysrq_for
 
-setup() {
-    # A small initramfs that can mount a virtio disk: the box only ever boots under QEMU.
-    # (Written before the kernel is installed so its first initramfs is already this one.)
-    mkdir -p "$R/etc/initramfs-tools/conf.d" "$R/usr/share/initramfs-tools/modules.d"
-    printf 'MODULES=list\nCOMPRESS=zstd\n' >"$R/etc/initramfs-tools/conf.d/sysrq-box"
-    printf '%s\n' virtio_pci virtio_blk ext4 crc32c_generic >"$R/usr/share/initramfs-tools/modules.d/sysrq-box"
-    # No documentation, manual pages or translations in the image.
-    mkdir -p "$R/etc/dpkg/dpkg.cfg.d"
-    printf '%s\n' 'path-exclude=/usr/share/doc/*' 'path-include=/usr/share/doc/*/copyright' \
-        'path-exclude=/usr/share/man/*' 'path-exclude=/usr/share/locale/*' \
-        'path-exclude=/usr/share/info/*' >"$R/etc/dpkg/dpkg.cfg.d/sysrq-box-nodoc"
-}
-
-installed() { in_root dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' | awk '$1 == "ii" {print $2}'; }
-
-xtables_addons_modules() {
-    # The DKMS build for the box's kernel (not the build host's: `uname -r` in the chroot is
-    # the host's). dkms may already have built it from a postinst; autoinstall is then a no-op.
-    local kver=$1 built
-    in_root dkms autoinstall -k "$kver" >/dev/null
-    built=$(ls "$R/lib/modules/$kver/updates/dkms/" 2>/dev/null | grep -c '^xt_SYSRQ\.ko' || true)
-    [ "$built" = 1 ] || { in_root dkms status; say "xt_SYSRQ was not built for $kver"; exit 1; }
-    # Keep the modules where purging the DKMS package will not remove them.
-    mkdir -p "$R/lib/modules/$kver/updates/xtables-addons"
-    cp -a "$R/lib/modules/$kver/updates/dkms/." "$R/lib/modules/$kver/updates/xtables-addons/"
-    # The compiler and make stay behind otherwise (apt keeps what something recommends).
-    local compilers
-    compilers=$(installed | grep -E '^((gcc|cpp)(-[0-9]+)?(-x86-64-linux-gnu)?|make|dpkg-dev)$' || true)
-    # shellcheck disable=SC2086  # lists of package names
-    in_root apt-get purge -y -qq --autoremove -o APT::AutoRemove::RecommendsImportant=false \
-        $SYSRQ_BOX_PURGE dkms "linux-headers-$kver" $compilers >/dev/null
-    in_root depmod -a "$kver"
-    say "xt_SYSRQ for $kver: $(in_root modinfo -k "$kver" -F filename xt_SYSRQ)"
-    say "xtables-addons-common $(in_root dpkg-query -W -f '${Version}' xtables-addons-common)"
-    local left
-    left=$(installed | grep -E '^(gcc-[0-9]+$|gcc$|cpp|make$|dkms|linux-headers|linux-kbuild|linux-compiler)' || true)
-    [ -z "$left" ] || { say "still installed after the purge: $(echo $left)"; exit 1; }
-}
+setup() { small_root sysrq-box; }
 
 vagrant_user() {
     in_root useradd --create-home --shell /bin/bash --user-group vagrant
@@ -103,10 +66,11 @@ networking() {
 
 customize() {
     local kver
-    kver=$(ls "$R/lib/modules" | sort -V | tail -1)
+    kver=$(root_kernel)
     echo "$kver" >"$R/etc/sysrq-box-kernel"
     say "release $SYSRQ_BOX_RELEASE, kernel $kver"
-    xtables_addons_modules "$kver"
+    # shellcheck disable=SC2086  # a list of package names
+    xt_sysrq_for "$kver" $SYSRQ_BOX_PURGE
     vagrant_user
     system_identity
     networking

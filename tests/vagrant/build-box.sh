@@ -11,6 +11,7 @@
 # What is in it and why:
 #  - everything our .deb needs at run time, because the guests have no route out and no mirror:
 #    python3 + pyroute2/iptables/yaml, iptables, iproute2, kmod, xtables-addons-common;
+#  - nftables, disabled as Debian ships it: the hung-shutdown drill and the unit check enable it;
 #  - xt_SYSRQ and the other xtables-addons modules, built by DKMS for the box's kernel here, in
 #    the chroot, so no compiler ever runs under TCG; compiler and headers are purged afterwards;
 #  - what Vagrant needs: systemd, openssh-server, sudo, user vagrant with Vagrant's insecure
@@ -21,6 +22,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
+. "$HERE/../lib/debian-image.sh"    # debian_root
 
 RELEASE=${1:-}
 FORCE=${2:-}
@@ -30,23 +32,20 @@ case "$RELEASE" in
 esac
 need_root
 
-# The mirror (or proxy) this machine's apt uses, unless the caller names one.
-MIRROR=${SYSRQ_DEBIAN_MIRROR:-$("$HERE/../debian-mirror.sh" archive)}
-SECURITY_MIRROR=${SYSRQ_DEBIAN_SECURITY_MIRROR:-$("$HERE/../debian-mirror.sh" security)}
 DISK_GB=4     # virtual size of the guest's root filesystem (sparse)
 
 # Installed and kept.
 PACKAGES=(
     systemd-sysv udev dbus openssh-server sudo
     linux-image-amd64 initramfs-tools kmod
-    iproute2 iptables iputils-ping procps e2fsprogs util-linux netbase
+    iproute2 iptables nftables iputils-ping procps e2fsprogs util-linux netbase
     python3 python3-pyroute2 python3-iptables python3-yaml
     xtables-addons-common
 )
 # Installed for the DKMS build only, purged afterwards (with what they pulled in).
 BUILD_ONLY=(xtables-addons-dkms linux-headers-amd64)
 
-key=$( { cat "$0" "$HERE/box-hooks.sh"; echo "$RELEASE ${PACKAGES[*]} ${BUILD_ONLY[*]}"; } |
+key=$( { cat "$0" "$HERE/box-hooks.sh" "$HERE/../lib/debian-image.sh"; echo "$RELEASE ${PACKAGES[*]} ${BUILD_ONLY[*]}"; } |
        sha256sum | cut -c1-12)
 BOX_DIR=$SYSRQ_CACHE/boxes
 BOX=$BOX_DIR/sysrq-appliance-$RELEASE-$key.box
@@ -71,17 +70,9 @@ ROOT=$WORK/rootfs
 T0=$(now)
 
 log "mmdebstrap $RELEASE (log: $WORK/mmdebstrap.log)"
-sources=(
-    "deb $MIRROR $RELEASE main"
-    "deb $MIRROR $RELEASE-updates main"
-    "deb $SECURITY_MIRROR $RELEASE-security main"
-)
-include=$(IFS=,; echo "${PACKAGES[*]},${BUILD_ONLY[*]}")
 if ! SYSRQ_BOX_PUBKEY=$PUBKEY SYSRQ_BOX_RELEASE=$RELEASE SYSRQ_BOX_PURGE="${BUILD_ONLY[*]}" \
-    mmdebstrap --variant=minbase --mode=root --include="$include" \
-        --setup-hook="$HERE/box-hooks.sh setup \"\$1\"" \
-        --customize-hook="$HERE/box-hooks.sh customize \"\$1\"" \
-        "$RELEASE" "$ROOT" "${sources[@]}" >"$WORK/mmdebstrap.log" 2>&1; then
+    debian_root "$RELEASE" "$ROOT" "$WORK/mmdebstrap.log" "$HERE/box-hooks.sh" \
+        "${PACKAGES[@]}" "${BUILD_ONLY[@]}"; then
     tail -40 "$WORK/mmdebstrap.log" >&2
     die "mmdebstrap failed"
 fi

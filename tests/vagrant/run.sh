@@ -7,8 +7,10 @@
 #   tests/vagrant/run.sh RELEASE test [SCN...]   isolation gate + scenarios on running VMs
 #   tests/vagrant/run.sh RELEASE down     destroy the VMs, our networks and pool, our daemons
 #
-# RELEASE is trixie or bookworm. Run as root. Apt installs what is missing. The full run always
-# ends with `down`, also on failure or interrupt. The product is provisioned from
+# RELEASE is the sender's: trixie (Debian 13) or bookworm (Debian 12). The target is always
+# Debian 13: a Debian 12 target cannot work (its xt_SYSRQ 3.23 panics the kernel), so the
+# bookworm run is a Debian 12 admin host in front of a Debian 13 target. Run as root. Apt
+# installs what is missing. The full run always ends with `down`, also on failure or interrupt. The product is provisioned from
 # $SYSRQ_DEB_DIR/sysrq-appliance_*.deb (default: out/ of this repository); without it the VMs
 # come up bare and only the infrastructure scenarios mean anything.
 # Logs, serial consoles and timings: $SYSRQ_RUN_DIR (default /var/tmp/sysrq-appliance-vagrant/RELEASE).
@@ -19,8 +21,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 RELEASE=${1:-}
 ACTION=${2:-all}
-case "$RELEASE" in trixie|bookworm) ;; *) sed -n '2,13p' "$0" >&2; exit 2 ;; esac
-case "$ACTION" in all|up|test|down) ;; *) sed -n '2,13p' "$0" >&2; exit 2 ;; esac
+case "$RELEASE" in trixie|bookworm) ;; *) sed -n '2,16p' "$0" >&2; exit 2 ;; esac
+case "$ACTION" in all|up|test|down) ;; *) sed -n '2,16p' "$0" >&2; exit 2 ;; esac
 shift $(($# < 2 ? $# : 2))
 
 RUN_DIR=${SYSRQ_RUN_DIR:-/var/tmp/sysrq-appliance-vagrant/$RELEASE}
@@ -36,26 +38,34 @@ export VAGRANT_DEFAULT_PROVIDER=libvirt
 export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX_UPDATE_CHECK_DISABLE=1
 export SYSRQ_TCG=1
 export SYSRQ_SERIAL_DIR=$RUN_DIR/serial
-export SYSRQ_STAGE_DIR=$RUN_DIR/stage
+# The pair's keys and passwords: under /run (root's), not the 1777 /var/tmp, on whose path
+# sysrq-appliance rightly refuses to write secrets.
+export SYSRQ_STAGE_DIR=${SYSRQ_STAGE_DIR:-/run/sysrq-appliance-stage/$RELEASE}
 export SYSRQ_LOG_DIR=$RUN_DIR/libvirt
 export SYSRQ_DEB_DIR=${SYSRQ_DEB_DIR:-$REPO/out}
 export SYSRQ_POOL SYSRQ_MGMT_NETWORK SYSRQ_MGMT_SUBNET SYSRQ_TUNNEL_NETWORK SYSRQ_TUNNEL_HOST_IP
-# Debian 12's xt_SYSRQ panics on the first request that reaches it: there the unit is not
-# started at provisioning; the scenarios check that doctor and apply refuse.
-[ "$RELEASE" = bookworm ] && export SYSRQ_START_UNIT=${SYSRQ_START_UNIT:-0}
+TARGET_RELEASE=trixie
 # The rescue drills need thaw (j: the signal bit) and the blocked-task dump (w: dump).
 export SYSRQ_PAIR_ARGS=${SYSRQ_PAIR_ARGS:---allow sync,remount,reboot,signal,dump}
 
 vagrant() { command vagrant "$@"; }
+# The boxes these machines are made from (recorded by `up`): `vagrant up` in @start and
+# `vagrant destroy` must see the same, never a default one.
+use_boxes() {
+    read -r SYSRQ_SENDER_BOX SYSRQ_TARGET_BOX <"$RUN_DIR/box"
+    SYSRQ_BOX=$SYSRQ_SENDER_BOX
+    export SYSRQ_BOX SYSRQ_SENDER_BOX SYSRQ_TARGET_BOX
+}
 stamp() { local line; while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done; }
 timing() { echo "$1 $2" >>"$RUN_DIR/timings"; log "TIME $1: $2 s"; }
 
 # ----------------------------------------------------------------------------- up
 box_name() { local f=${1##*/}; f=${f%.box}; echo "sysrq-appliance/${f#sysrq-appliance-}"; }
 
+# Build (or reuse) the box of a release, add it to Vagrant's store; prints its name.
 add_box() {
-    local box name old
-    box=$("$HERE/build-box.sh" "$RELEASE" | tail -1)
+    local release=$1 box name old
+    box=$("$HERE/build-box.sh" "$release" | tail -1)
     name=$(box_name "$box")
     if ! vagrant box list --machine-readable | grep -q ",box-name,$name\$"; then
         log "adding box $name"
@@ -63,7 +73,7 @@ add_box() {
     fi
     # Older builds of this release in Vagrant's store are of no use any more.
     for old in $(vagrant box list --machine-readable | awk -F, '$3 == "box-name" {print $4}' |
-                 grep "^sysrq-appliance/$RELEASE-" | grep -vx "$name" || true); do
+                 grep "^sysrq-appliance/$release-" | grep -vx "$name" || true); do
         vagrant box remove --force --all "$old" >/dev/null && log "removed old box $old"
     done
     echo "$name"
@@ -77,8 +87,9 @@ up() {
     rm -rf "$RUN_DIR"
     mkdir -p "$RUN_DIR" "$SYSRQ_SERIAL_DIR" "$SYSRQ_LOG_DIR"
     local t
-    t=$(now); SYSRQ_BOX=$(add_box); export SYSRQ_BOX; timing box $(($(now) - t))
-    echo "$SYSRQ_BOX" >"$RUN_DIR/box"
+    t=$(now)
+    printf '%s %s\n' "$(add_box "$RELEASE")" "$(add_box "$TARGET_RELEASE")" >"$RUN_DIR/box"
+    use_boxes; timing box $(($(now) - t))
     t=$(now); "$HERE/libvirt.sh" start; timing libvirt-start $(($(now) - t))
     if ! ls "$SYSRQ_DEB_DIR"/sysrq-appliance_*.deb >/dev/null 2>&1; then
         log "no sysrq-appliance_*.deb in $SYSRQ_DEB_DIR: the VMs come up without our package"
@@ -131,8 +142,7 @@ check_isolation() {
 
 run_scenarios() {
     [ -s "$RUN_DIR/ssh-config" ] || die "no VMs up for $RELEASE (run: $0 $RELEASE up)"
-    # @start runs `vagrant up`: the box these machines were made from, never a default one.
-    SYSRQ_BOX=$(cat "$RUN_DIR/box"); export SYSRQ_BOX
+    use_boxes
     local t rc=0 scn
     t=$(now); check_isolation; timing isolation $(($(now) - t))
     [ $# -gt 0 ] || set -- "$HERE/scenarios/$RELEASE.scn"
@@ -152,7 +162,8 @@ down() {
     local t m uuid
     t=$(now)
     if [ -d "$VAGRANT_DOTFILE_PATH" ] && [ -s "$RUN_DIR/box" ]; then
-        SYSRQ_BOX=$(cat "$RUN_DIR/box") timeout 300 vagrant destroy -f --no-tty 2>&1 | stamp >"$RUN_DIR/vagrant-destroy.log" ||
+        use_boxes
+        timeout 300 vagrant destroy -f --no-tty 2>&1 | stamp >"$RUN_DIR/vagrant-destroy.log" ||
             log "vagrant destroy failed (see $RUN_DIR/vagrant-destroy.log); removing the domains by UUID"
         # Whatever vagrant left: our domains, by the UUID vagrant recorded or, when it was
         # interrupted before recording one, by their exact name (default_prefix + machine).
