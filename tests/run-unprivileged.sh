@@ -18,7 +18,7 @@ mkdir "$scratch/tmp"
 chown "$user" "$scratch/tmp"
 chmod 0700 "$scratch/tmp"
 here=$(pwd)
-if ! as_user test -r "$here" -a -x "$here"; then
+if ! as_user test -r "$here" -a -x "$here" -a -r "$here/tests/conftest.py"; then
     mkdir "$scratch/src"
     tar -C "$here" --exclude=./.git --exclude=./out -cf - . | tar -C "$scratch/src" -xf -
     chmod -R a+rX "$scratch/src"

@@ -77,12 +77,21 @@ class _StrictConstructor(SafeConstructor):
                                    node.start_mark)
         return _BOOL[text]
 
+    # A tag we do not use is refused without naming it: --config may point at a secret by
+    # mistake, and "!secret" would otherwise be quoted back.
+    def construct_unsupported(self, node):
+        raise ConstructorError(None, None, "a tag (!...) this config does not use; write plain "
+                               "values, lists and mappings", node.start_mark)
+
 
 _StrictConstructor.add_constructor("tag:yaml.org,2002:map", SafeConstructor.construct_yaml_map)
 _StrictConstructor.add_constructor("tag:yaml.org,2002:int", _StrictConstructor.construct_yaml_int)
 _StrictConstructor.add_constructor("tag:yaml.org,2002:bool",
                                    _StrictConstructor.construct_yaml_bool)
-_StrictConstructor.add_constructor(None, SafeConstructor.construct_undefined)
+_StrictConstructor.add_constructor(None, _StrictConstructor.construct_unsupported)
+for _tag in ("float", "timestamp", "binary", "set", "omap", "pairs", "merge", "value"):
+    _StrictConstructor.add_constructor(f"tag:yaml.org,2002:{_tag}",
+                                       _StrictConstructor.construct_unsupported)
 
 try:
     from yaml.cyaml import CParser   # libyaml: 10x faster on a fleet config

@@ -66,6 +66,7 @@ box_name() { local f=${1##*/}; f=${f%.box}; echo "sysrq-appliance/${f#sysrq-appl
 add_box() {
     local release=$1 box name old
     box=$("$HERE/build-box.sh" "$release" | tail -1)
+    [ -s "$box" ] || { log "ERROR: build-box.sh $release made no box"; return 1; }
     name=$(box_name "$box")
     if ! vagrant box list --machine-readable | grep -q ",box-name,$name\$"; then
         log "adding box $name"
@@ -87,8 +88,13 @@ up() {
     rm -rf "$RUN_DIR"
     mkdir -p "$RUN_DIR" "$SYSRQ_SERIAL_DIR" "$SYSRQ_LOG_DIR"
     local t
+    local sender_box target_box
     t=$(now)
-    printf '%s %s\n' "$(add_box "$RELEASE")" "$(add_box "$TARGET_RELEASE")" >"$RUN_DIR/box"
+    # Each on its own line: a failed build must stop the run, never leave a machine to fall
+    # back to another release's box.
+    sender_box=$(add_box "$RELEASE") && [ -n "$sender_box" ] || die "no $RELEASE box"
+    target_box=$(add_box "$TARGET_RELEASE") && [ -n "$target_box" ] || die "no $TARGET_RELEASE box"
+    printf '%s %s\n' "$sender_box" "$target_box" >"$RUN_DIR/box"
     use_boxes; timing box $(($(now) - t))
     t=$(now); "$HERE/libvirt.sh" start; timing libvirt-start $(($(now) - t))
     if ! ls "$SYSRQ_DEB_DIR"/sysrq-appliance_*.deb >/dev/null 2>&1; then
