@@ -8,7 +8,6 @@ back through the tunnel. Keys after which a machine cannot answer (b, o, c) coun
 once sent.
 """
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -53,8 +52,7 @@ def send(cfg, target, keys, sequence, options, report=print, warn=print):
         sequences.refuse_masked(steps, peer.allow, peer.name, f"--sequence {sequence}")
         report(f"{sequence} on {peer.name}: " + ", ".join(
             s.keys or f"wait {s.seconds:g} s" for s in steps))
-    secret = password.load(peer.password_file, f"{cfg.path}: peers[{peer.name}].password_file",
-                           owner=os.geteuid())
+    secret = password.load(peer.password_file, f"{cfg.path}: peers[{peer.name}].password_file")
     seqno = options.seqno
     unconfirmed = 0
     # A dry run reserves nothing; it numbers the steps as a real run would, on a clock that
@@ -99,10 +97,8 @@ def _send_request(cfg, peer, secret, keys, fixed_seqno, options, warn):
         payload, shown = wire.build_plain(keys, secret), f"{keys}<password>"
     else:
         number = fixed_seqno
-        if number is None:
-            number = (seqno.next_seqno(time.time(), seqno.read_last(options.state_dir, peer.name))
-                      if options.dry_run else
-                      seqno.reserve(options.state_dir, peer.name, time.time()))
+        if number is None:   # a dry run always has one (_Preview)
+            number = seqno.reserve(options.state_dir, peer.name, time.time())
         elif not options.dry_run:
             seqno.record(options.state_dir, peer.name, number)  # later sends must stay above it
         salt = wire.new_salt() if options.salt is None else options.salt
