@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sysrq_appliance import addresses, sequences, sysrq, yamlfile
 from sysrq_appliance.errors import InputError, excerpt
 from sysrq_appliance.backends import BACKENDS as FIREWALL_BACKENDS
-from sysrq_appliance.secretfile import check_path_text, check_secret_file
+from sysrq_appliance.secretfile import TrustedDirs, check_path_text, check_secret_file
 
 DEFAULT_PATH = "/etc/sysrq-appliance/appliance.yaml"
 DEFAULT_PASSWORD_FILE = "/etc/sysrq-appliance/password"
@@ -160,21 +160,22 @@ def load(path=DEFAULT_PATH, secret_owner=None, check_secrets=True):
 
     Secret files must belong to `secret_owner` (default: whoever runs us, i.e. root)."""
     config = parse(yamlfile.load(path), path)
-    _refuse_shared_files(config, path)
+    trusted = TrustedDirs()   # each directory of the secrets checked once, not per file
+    _refuse_shared_files(config, path, trusted)
     if check_secrets:
         owner = os.geteuid() if secret_owner is None else secret_owner
         for field, secret in secret_files(config):
-            check_secret_file(secret, f"{path}: {field}", owner)
+            check_secret_file(secret, f"{path}: {field}", owner, trusted)
     return config
 
 
-def _refuse_shared_files(config, path):
+def _refuse_shared_files(config, path, trusted):
     """Each secret in a file of its own, none of them the config: a password written over
     the config or the keys, or one key file for two peers (two SA pairs on one AES-GCM key
     with independent counters: nonce reuse) must never happen."""
     seen = {os.path.realpath(path): "the config file itself"}
     for field, secret in secret_files(config):
-        real = os.path.realpath(secret)
+        real = trusted.realpath(secret)
         if real in seen:
             raise InputError(f"{path}: {field}: {secret} is also {seen[real]}; every secret "
                              "needs a file of its own")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sysrq_appliance import diff, esp_keys, executors, password, plan, sa_sequence, system
 from sysrq_appliance import observe as observation
 from sysrq_appliance.errors import ApplianceError
+from sysrq_appliance.secretfile import TrustedDirs
 from sysrq_appliance.transaction import StepFailed, execute, report_done
 
 
@@ -26,7 +27,9 @@ class Context:
 
 def desired_state(ctx):
     cfg = ctx.cfg
-    keys = {p.name: esp_keys.load(p.key_file, f"{cfg.path}: key_file", cfg.algorithm)
+    trusted = TrustedDirs()   # the key files' directories checked once, not per file
+    keys = {p.name: esp_keys.load(p.key_file, f"{cfg.path}: key_file", cfg.algorithm,
+                                  trusted=trusted)
             for p in cfg.peers}
     secret = None
     if cfg.role == "target":

@@ -67,5 +67,6 @@ def parse(data, source, algorithm):
     return KeyPair(found["in"], found["out"])
 
 
-def load(path, field_name, algorithm, owner=None):
-    return parse(read_secret(path, field_name, owner), f"{field_name}: {path}", algorithm)
+def load(path, field_name, algorithm, owner=None, trusted=None):
+    return parse(read_secret(path, field_name, owner, trusted=trusted), f"{field_name}: {path}",
+                 algorithm)

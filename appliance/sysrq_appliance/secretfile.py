@@ -39,24 +39,52 @@ def check_path_text(path, field):
     return path
 
 
-def check_ancestors(path, field):
-    """Refuse a path whose directories someone other than root (or us) could change."""
-    seen = set()
-    for form in (os.path.abspath(path), os.path.realpath(path)):
-        directory = os.path.dirname(form)
-        while directory not in seen:
-            seen.add(directory)
-            _check_ancestor(directory, field)
-            if directory == "/":
-                break
-            directory = os.path.dirname(directory)
+def check_ancestors(path, field, trusted=None):
+    """Refuse a path whose directories someone other than root (or us) could change.
+
+    `trusted`: the TrustedDirs of a pass over many files (a config's secrets), so that each
+    directory is checked once in that pass, not once per file in it."""
+    (trusted or TrustedDirs()).check(path, field)
+
+
+class TrustedDirs:
+    """The directories found safe so far in one pass over many files, and where they
+    resolve to. Safe stays safe for the pass: only root (or we) can change a directory
+    that root (or we) own and nobody else may write. A new pass makes a new one, so a
+    directory changed between two runs is checked again."""
+
+    def __init__(self):
+        self._safe = set()
+        self._resolved = {}
+
+    def check(self, path, field):
+        """Every directory on the way to `path`, as written and as resolved (symlinks)."""
+        for form in (os.path.abspath(path), self.realpath(path)):
+            directory = os.path.dirname(form)
+            while directory not in self._safe:
+                if _check_ancestor(directory, field):
+                    self._safe.add(directory)
+                if directory == "/":
+                    break
+                directory = os.path.dirname(directory)
+
+    def realpath(self, path):
+        """os.path.realpath(path), resolving each directory once per pass."""
+        directory, name = os.path.split(path)
+        if name in ("", ".", ".."):
+            return os.path.realpath(path)
+        if directory not in self._resolved:
+            self._resolved[directory] = os.path.realpath(directory)
+        resolved = os.path.join(self._resolved[directory], name)
+        return os.path.realpath(resolved) if os.path.islink(resolved) else resolved
 
 
 def _check_ancestor(directory, field):
+    """True if `directory` is safe, False if it is missing; InputError if it is unsafe."""
     try:
         st = os.stat(directory)
     except FileNotFoundError:
-        return   # the file's own check says it is missing
+        return False   # the file's own check says it is missing
     except OSError as exc:
         raise InputError(f"{field}: cannot check directory {directory}: {exc.strerror}") \
             from None
@@ -69,6 +97,7 @@ def _check_ancestor(directory, field):
         raise InputError(f"{field}: directory {directory} has mode "
                          f"{stat.S_IMODE(st.st_mode):04o}, so other users can replace the "
                          f"file; run: chmod go-w {directory} (or keep the file elsewhere)")
+    return True
 
 
 def open_regular(path, follow=True):
@@ -120,7 +149,7 @@ def _how_to_create(field):
     return "create it (sysrq-appliance pair or password set)"
 
 
-def _open_secret(path, field, owner):
+def _open_secret(path, field, owner, trusted):
     owner = os.geteuid() if owner is None else owner
     check_path_text(path, field)
     try:
@@ -146,22 +175,23 @@ def _open_secret(path, field, owner):
         if st.st_nlink > 1:   # 0: replaced by rename while we looked; that is fine
             raise InputError(f"{field}: {path} has {st.st_nlink} hard links, so it can be "
                              "read or replaced under another name; give it a file of its own")
-        check_ancestors(path, field)
+        check_ancestors(path, field, trusted)
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def check_secret_file(path, field, owner=None):
+def check_secret_file(path, field, owner=None, trusted=None):
     """Refuse a secret file that is missing, not regular, a symlink, not owned by `owner`
-    (default: whoever runs us, i.e. root), not 0600, or in a directory others could write to."""
-    os.close(_open_secret(path, field, owner))
+    (default: whoever runs us, i.e. root), not 0600, or in a directory others could write to.
+    `trusted`: see check_ancestors."""
+    os.close(_open_secret(path, field, owner, trusted))
 
 
-def read_secret(path, field, owner=None, limit=MAX_SECRET_BYTES):
+def read_secret(path, field, owner=None, limit=MAX_SECRET_BYTES, trusted=None):
     """Return the bytes of a checked secret file."""
-    return read_bounded(_open_secret(path, field, owner), limit, f"{field}: {path}")
+    return read_bounded(_open_secret(path, field, owner, trusted), limit, f"{field}: {path}")
 
 
 def check_private_dir(path, field):

@@ -15,7 +15,7 @@ from .messages import (ANY_ALGORITHM, XFRM_INF, XFRM_MODE_TUNNEL, XFRM_MSG_DELPO
                        XFRM_MSG_NEWSA, XFRM_MSG_UPDPOLICY, XFRM_MSG_UPDSA, XFRMA_ALG_AEAD,
                        XFRMA_ALG_AUTH, XFRMA_ALG_AUTH_TRUNC, XFRMA_ALG_CRYPT, XFRMA_IF_ID,
                        XFRMA_MARK, XFRMA_POLICY_TYPE, XFRMA_REPLAY_VAL, XFRMA_SRCADDR,
-                       XFRMA_TMPL, MarshalXfrm, _xfrm_msg, decode_policy, decode_state,
+                       XFRMA_TMPL, _xfrm_msg, decode_policy, decode_state, split_messages,
                        policy_id_msg, policy_msg, request_bytes, socket_policy_bytes,
                        state_id_msg, state_msg, xfrm_userpolicy_id, xfrm_userpolicy_info,
                        xfrm_usersa_id, xfrm_usersa_info)
