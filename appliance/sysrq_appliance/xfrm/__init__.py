@@ -2,8 +2,8 @@
 
     values    State, Policy, Selector, Template, Algorithm: plain typed values that read
               like `ip xfrm` (and render as its commands); no kernel, no pyroute2
-    messages  the kernel's structures declared on pyroute2's netlink framework, and the
-              pure encoding of values into messages and back
+    messages  the kernel's structures: requests encoded on pyroute2's netlink framework,
+              replies decoded with struct (pure)
     netlink   XfrmSocket, a pyroute2 NetlinkSocket: one method per kernel verb, checks that
               what it changes is ours, and sends many requests per sendmsg when asked
 

@@ -1,5 +1,6 @@
-"""The kernel's xfrm structures (include/uapi/linux/xfrm.h) declared on pyroute2's netlink
-framework, and the pure encoding of our values into them and back.
+"""The kernel's xfrm structures (include/uapi/linux/xfrm.h): requests declared on pyroute2's
+netlink framework and encoded from our values; replies decoded back into values with
+fixed-layout `struct` reads (a fleet's dump is thousands of them). All pure.
 
 pyroute2 has no XFRM API, only its generic framework, so the structures are declared here
 as pyroute2 messages (`fields`, `nla_map`). pyroute2 packs each field on its own, so C

@@ -17,7 +17,8 @@ from ..errors import ApplianceError
 from .messages import (NLM_F_DUMP_INTR, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, XFRM_MSG_DELPOLICY,
                        XFRM_MSG_DELSA, XFRM_MSG_GETPOLICY, XFRM_MSG_GETSA, XFRM_MSG_NEWPOLICY,
                        XFRM_MSG_NEWSA, XFRM_MSG_UPDPOLICY, decode_policy, decode_state,
-                       policy_id_msg, policy_msg, split_messages, state_id_msg, state_msg)
+                       _align, policy_id_msg, policy_msg, split_messages, state_id_msg,
+                       state_msg)
 from .values import IPPROTO_ICMP, IPPROTO_ICMPV6, Policy, State, StateCounters, is_ours
 
 
@@ -267,13 +268,9 @@ class XfrmSocket(NetlinkSocket):
                           XFRM_MSG_DELPOLICY)
 
 
-# Sequence numbers of request_many, above those pyroute2 hands out for single requests.
+# Sequence numbers of our requests, above those pyroute2 hands out (we never use its own).
 BATCH_SEQ_BASE, BATCH_SEQ_SPAN = 0x01000000, 0x7F000000
 NLM_F_CAPPED, NLM_F_ACK_TLVS, NLMSGERR_ATTR_MSG = 0x100, 0x200, 1
-
-
-def _align(n):
-    return (n + 3) & ~3
 
 
 def _error_code(body, flags):
