@@ -142,6 +142,7 @@ def test_send_is_confirmed_through_real_esp_and_counters_continue_across_down_ap
     assert sas(target_ns)[spi_out]["packets"] == 1     # it arrived in ESP
     report = json.loads(target.cli("status", "--json", esp=True, check=True).stdout)
     assert report["peers"][0]["rule"]["packets"] == 1 and report["drop_rule"]["packets"] == 0
+    assert report["esp"] == "all 2 SAs present"
     assert json.loads(floors.read_text()) == {str(spi_out): RESERVE}
 
     down = sender.cli("down", esp=True, check=True)
