@@ -45,7 +45,7 @@ def status(args):
     with _kernel(args, ctx, read_only=True) as (sock, backend):
         result = status_report.report(ctx, sock, backend)
         print(status_report.render_json(result) if args.json else status_report.render_text(result))
-    return 0
+    return 0 if result["in_sync"] else status_report.EXIT_DRIFT
 
 
 def down(args):

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from sysrq_appliance import controller, firewall, plan, system, sysrq
 
+# `status` exits with this when the kernel differs from the config, so a monitor can tell
+# drift (4) from a status that could not be read (1) or bad input (2).
+EXIT_DRIFT = 4
+
 
 @dataclass(frozen=True)
 class HostFacts:
@@ -55,8 +59,7 @@ def summarize(cfg, desired, observed, drift, host, backend_name, with_sa=True):
             entry["rule"] = rule_counters.get(peer.address, {"present": False})
         peers.append(entry)
     result = {"role": cfg.role, "config": cfg.path, "peers": peers, "drift": drift,
-              "in_sync": not drift, "esp": "programmed" if with_sa else
-              "not programmed (--without-esp)"}
+              "in_sync": not drift, "esp": _esp_summary(peers, with_sa)}
     if cfg.role == "target":
         version = host.xtables_addons
         result.update(
@@ -67,11 +70,24 @@ def summarize(cfg, desired, observed, drift, host, backend_name, with_sa=True):
             password_set=observed.kernel_password is not None
             and secrets.compare_digest(observed.kernel_password, desired.password),
             kernel_sysrq={"value": observed.sysrq_mask,
-                          "allows": sysrq.names_for(observed.sysrq_mask or 0),
+                          "allows": (None if observed.sysrq_mask is None else
+                                     sysrq.names_for(observed.sysrq_mask)),
                           "wanted": desired.sysrq_mask},
             drop_rule=rule_counters.get("drop", {"present": False}),
             legacy_rules_while_nft=host.legacy_chain_present)
     return result
+
+
+def _esp_summary(peers, with_sa):
+    """One phrase for the SAs as a whole: what is there, never what was meant to be."""
+    if not with_sa:
+        return "not managed (--without-esp)"
+    present = [sa["present"] for peer in peers for sa in peer["sas"].values()]
+    if all(present):
+        return f"all {len(present)} SAs present"
+    if not any(present):
+        return f"no SA present (0 of {len(present)})"
+    return f"{sum(present)} of {len(present)} SAs present"
 
 
 def _rule_counters(spec, chain):
@@ -90,12 +106,13 @@ def render_text(result):
     lines = [f"role: {result['role']} ({result['config']})"]
     if result["role"] == "target":
         m = result["module"]
-        lines.append(f"xt_SYSRQ: {'loaded' if m['loaded'] else 'not loaded'}, hash "
-                     f"{m['hash'] or '?'}, xtables-addons {m['xtables_addons'] or '?'}")
+        loaded = f"loaded, hash {m['hash'] or 'unknown'}" if m["loaded"] else "not loaded"
+        lines.append(f"xt_SYSRQ: {loaded}, xtables-addons {m['xtables_addons'] or 'unknown'}")
         lines.append(f"password set: {'yes' if result['password_set'] else 'no'}")
         k = result["kernel_sysrq"]
-        lines.append(f"kernel.sysrq: {k['value']} ({', '.join(k['allows']) or 'off'}); "
-                     f"config wants {k['wanted']}")
+        now = ("unknown (no /proc/sys/kernel/sysrq)" if k["value"] is None else
+               f"{k['value']} ({', '.join(k['allows']) or 'off'})")
+        lines.append(f"kernel.sysrq: {now}; config wants {k['wanted']}")
         lines.append(f"firewall backend: {result['backend']}; other packets to the port "
                      f"dropped: {result['drop_rule'].get('packets', 0)}")
         if result["legacy_rules_while_nft"]:

@@ -185,7 +185,8 @@ def test_status_of_a_sender_has_no_target_fields():
     want = desired(cfg)
     result = _status(cfg, want, in_sync(want), host_facts=None)
     assert result["in_sync"] and "module" not in result and "rule" not in result["peers"][0]
-    assert status.render_text(result).startswith("role: sender (<config>)\nESP: programmed")
+    assert status.render_text(result).startswith(
+        "role: sender (<config>)\nESP: all 2 SAs present")
 
 
 def test_status_warns_of_a_legacy_chain_under_nft_and_shows_no_secret():
@@ -283,8 +284,28 @@ def test_an_interruption_during_a_batch_lands_after_it_and_the_batch_is_undone()
              Step("add 2 policy changes", batch, lambda: calls.append("undo batch"),
                   ("add policy in a -> b udp dport 9", "add policy out b -> a icmp type 3 code 3")),
              Step("install IPv4 chain", lambda: calls.append("chain"), None)]
-    with pytest.raises(ApplianceError) as failure:
-        execute(steps, report=lambda line: None)
+    # Python's own ^C handler, whatever this test inherited: a shell's background job starts
+    # with SIGINT ignored, and then no KeyboardInterrupt would ever come.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(ApplianceError) as failure:
+            execute(steps, report=lambda line: None)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert calls == ["sysctl", "batch", "undo batch", "undo sysctl"]
     assert str(failure.value) == ("interrupted (KeyboardInterrupt) at add 2 policy changes; "
                                   "undid 3 earlier change(s), the kernel is as before")
+
+
+def test_status_says_what_is_there_never_none_nor_programmed_when_missing():
+    cfg = target_config()
+    want = desired(cfg)
+    fresh = _status(cfg, want, nothing(sysrq_mask=None), status.HostFacts(None, False))
+    text = status.render_text(fresh)
+    assert "ESP: no SA present (0 of 2)" in text and "programmed" not in text
+    assert "kernel.sysrq: unknown (no /proc/sys/kernel/sysrq)" in text
+    assert "xt_SYSRQ: not loaded, xtables-addons unknown" in text
+    half = in_sync(want, states=in_sync(want).states[:1])
+    assert _status(cfg, want, half)["esp"] == "1 of 2 SAs present"
+    for result in (fresh, _status(cfg, want, half), _status(cfg, want, in_sync(want))):
+        assert "None" not in status.render_text(result)

@@ -4,9 +4,9 @@
 #   install.sh DIR --start       DIR as staged by stage.sh; `systemctl enable --now sysrq-appliance`
 #   install.sh DIR --no-start    the same without starting the unit (Debian 12: apply must refuse)
 #
-# xt_SYSRQ comes from xtables-addons-dkms, built for the running kernel. The locally built test
-# boxes have it already (built with the box: no compiler runs in the guest, and their networks
-# lead nowhere); a public box gets it and the headers from its Debian mirror here.
+# xt_SYSRQ comes from xtables-addons-dkms, built for the running kernel: with the locally
+# built test boxes (no compiler runs in the guest, and their networks lead nowhere), or by
+# kernel.sh on a public box before this runs.
 set -eu
 DIR=${1:?usage: $0 DIR --start|--no-start}
 START=${2:---start}
@@ -16,14 +16,12 @@ set -- "$DIR"/sysrq-appliance_*.deb
 [ -f "$1" ] || { echo "install: no sysrq-appliance_*.deb in $DIR" >&2; exit 1; }
 [ -s "$DIR/sysrq-appliance-etc.tar" ] || { echo "install: no pair half in $DIR" >&2; exit 1; }
 
-if ! modinfo xt_SYSRQ >/dev/null 2>&1; then
-    echo "install: no xt_SYSRQ for $(uname -r): installing xtables-addons-dkms and headers"
-    apt-get update -qq || { echo "install: no Debian mirror reachable from this guest" >&2; exit 1; }
-    apt-get install -y -qq xtables-addons-dkms "linux-headers-$(uname -r)"
-fi
+# kernel.sh (public boxes) or the box build (test boxes) built xt_SYSRQ before this runs.
+modinfo xt_SYSRQ >/dev/null 2>&1 ||
+    echo "install: WARNING: no xt_SYSRQ for $(uname -r): the target role cannot arm (doctor says why)" >&2
 # Without package lists (the isolated test boxes) apt resolves against what is installed and
 # leaves out Recommends it cannot have; a missing Depends fails here, naming it.
-apt-get install -y -qq "$@"
+apt-get install -y -qq -o DPkg::Lock::Timeout=600 "$@"   # waits for apt-daily
 dpkg-query -W -f 'install: ${Package} ${Version} installed\n' sysrq-appliance
 
 if [ -f "$DIR/check-unit-in-guest.sh" ]; then   # test tooling, for the scenarios

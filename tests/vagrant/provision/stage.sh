@@ -24,6 +24,17 @@ TARGET=${3:?target=ADDR}
 SENDER=${4:?sender=ADDR}
 SRC=$(cd "$(dirname "$0")/../../.." && pwd)
 
+# What this host needs, said in one line before anything is made.
+for tool in flock tar; do
+    command -v "$tool" >/dev/null ||
+        { echo "stage: this host needs '$tool' to stage the uploads (apt install util-linux tar)" >&2; exit 1; }
+done
+if ! command -v sysrq-appliance >/dev/null &&
+   ! /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
+    echo "stage: pairing needs Debian's python3 with python3-yaml on this host (apt install python3-yaml), or the sysrq-appliance package" >&2
+    exit 1
+fi
+
 mkdir -p -m 0700 "$STAGE"
 exec 9>"$STAGE/.lock"
 flock 9     # the trigger runs once per machine, possibly at the same time
