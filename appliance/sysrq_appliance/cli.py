@@ -249,6 +249,32 @@ def build_parser():
     _send_arguments(p)
     p.set_defaults(func=_send)
 
+    p = _sub(sub, "check", "prove each target's rescue path is armed, without firing it "
+             "(sender)", "sysrq-appliance check --all",
+             "Send each target a probe (an empty UDP datagram) through the tunnel, as a request "
+             "goes.\nThe target's chain answers it, ahead of the SYSRQ rule, with ICMP "
+             "port-unreachable,\nwhich comes back through the tunnel: 'up' proves the SAs and "
+             "policies on both ends,\nthe target's chain, its jump and the policy match. No "
+             "SysRq function fires and nothing\nis written to the target's kernel log. (Whether "
+             "xt_SYSRQ is loaded with the right\npassword the target's own 'status' says: "
+             "'armed'.)\n\n"
+             "--metrics writes Prometheus' text format for node_exporter's textfile collector\n"
+             "(atomically): sysrq_appliance_target_up, _probe_round_trip_seconds,\n"
+             "_last_success_timestamp_seconds, _check_timestamp_seconds. "
+             "sysrq-appliance-check.timer\nruns 'check --all --metrics' every minute once "
+             "enabled.\n\n"
+             "exit codes: 0 every target up, 1 runtime failure, 2 bad input, 3 a target down")
+    p.add_argument("targets", metavar="TARGET", nargs="*",
+                   help="peer names or addresses from the config (default: all)")
+    p.add_argument("--all", action="store_true", help="every target in the config")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--metrics", metavar="PATH", type=_path,
+                   help="also write the results to PATH (*.prom) for node_exporter")
+    p.add_argument("--quiet", action="store_true", help="print nothing (for the timer)")
+    p.add_argument("--wait", type=_seconds(60), default=2.0, metavar="SECONDS",
+                   help="how long to wait for the answers, 0 to 60 (default: 2)")
+    p.set_defaults(func=_check)
+
     p = _sub(sub, "helper", "serve the operators' socket (run by sysrq-appliance-helper.service)",
              "systemctl enable --now sysrq-appliance-helper.socket",
              "The root half of 'send' for members of the operators' group, started by systemd "
@@ -442,6 +468,24 @@ def operator_send(settings, argv, caller, out, err):
     args.config, args.state_dir = settings
     args.dry_run, args.seqno, args.salt = False, None, None
     return _guarded(lambda: _send(args, caller, out, err), err=err)
+
+
+def _check(args):
+    import json
+    from sysrq_appliance import health
+    if args.metrics:
+        health.check_metrics_path(args.metrics)
+    cfg = _load(args)
+    peers = health.select_peers(cfg, args.targets, args.all)
+    results = health.probe(cfg, peers, args.wait)
+    now = time.time()
+    if args.metrics:
+        health.write_metrics(args.metrics, results, now)
+    if args.json:
+        print(json.dumps(health.as_json(results, now), indent=2, sort_keys=True))
+    elif not args.quiet:
+        print(health.render_table(results))
+    return EXIT_OK if all(r.up for r in results) else EXIT_NOT_CONFIRMED
 
 
 def _helper(args):
