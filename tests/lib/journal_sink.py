@@ -18,7 +18,8 @@ import socket
 import struct
 
 # Cover /run/systemd with a small tmpfs in this namespace only, mount the sink's directory
-# as its journal/, run the command. (/run/systemd itself must exist as a mount point.)
+# as its journal/, run the command. (/run/systemd must exist as a mount point: a host
+# without it gets an empty one for the sink's lifetime.)
 _WRAP = ('set -e; mount -t tmpfs -o mode=0755,size=1m sra-journal /run/systemd; '
          'mkdir /run/systemd/journal; mount --bind "$1" /run/systemd/journal; shift; '
          'exec "$@"')
@@ -58,11 +59,12 @@ class JournalSink:
         self.sock.bind(str(self.dir / "socket"))
         self.sock.setblocking(False)
         self.raw = []
+        self.made_mount_point = not os.path.isdir("/run/systemd")
+        if self.made_mount_point:
+            os.mkdir("/run/systemd", 0o755)
 
     def wrap(self):
         """The argv prefix that runs a command with its journal entries sent here."""
-        if not os.path.isdir("/run/systemd"):
-            raise RuntimeError("/run/systemd is missing: no mount point to cover")
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _WRAP, "sh",
                 str(self.dir)]
 
@@ -78,3 +80,5 @@ class JournalSink:
 
     def close(self):
         self.sock.close()
+        if self.made_mount_point:
+            os.rmdir("/run/systemd")
