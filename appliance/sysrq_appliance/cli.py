@@ -417,6 +417,8 @@ def _send(args, caller=None, out=None, err=None):
     out = out or (lambda line: print(line, flush=True))
     err = err or (lambda line: print(line, file=sys.stderr))
     if caller is None and _through_helper(args):
+        from sysrq_appliance import sending
+        sending.check_request(args.keys, args.sequence, args.salt)   # what needs no config
         return _send_through_helper(args, out, err)
     from sysrq_appliance import audit, sending
     trail = audit.Trail(caller or audit.Caller.this_process(), args.target, args.keys,

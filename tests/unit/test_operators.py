@@ -147,3 +147,21 @@ def test_root_or_a_holder_of_the_group(peer, ok):
 def test_too_many_groups_to_read_falls_back_to_the_group_database():
     peer = helper.Peer(1, 1001, 1001, None)
     assert helper.allowed(peer, 990, member_of=lambda uid, gid: (uid, gid) == (1001, 990))
+
+
+def test_without_the_helper_a_non_root_send_says_how_to_get_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+    if os.geteuid() == 0:
+        pytest.skip("root sends itself; the unit tier runs as nobody")
+    path = tmp_path / "none.sock"
+    result = subprocess.run([sys.executable, "-m", "sysrq_appliance", "--helper-socket",
+                             str(path), "send", "web1", "h"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(pytest.importorskip(
+                                "sysrq_appliance").__path__[0].rsplit("/", 1)[0])})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"sysrq-appliance: send: not root, and the operators' helper is not listening on {path} "
+        "(No such file or directory); run as root, or have an admin run 'systemctl enable --now "
+        "sysrq-appliance-helper.socket'\n")
