@@ -107,7 +107,6 @@ def test_root_send_is_one_audit_entry_per_request_and_never_a_secret(setup):
     ["web1", "w"],                      # masked: refused before sending
     ["web9", "h"],                      # not a peer
     ["10.10.25.7", "h!"],               # not a key
-    ["web1", "s", "--sequence", "thaw"],
 ], ids=lambda argv: " ".join(argv))
 def test_a_member_sends_through_the_helper_with_roots_lines_and_codes(setup, argv):
     root = setup.root_send(*argv)
