@@ -98,9 +98,7 @@ def _rule_counters(spec, chain):
         return {}
     packets = {rule: counted for rule, (counted, _bytes) in zip(chain.rules, chain.counters)}
     wanted = [(rule.peer, (rule, spec.target)) for rule in spec.rules]
-    wanted += [(("probe", rule.peer), firewall.ProbeRule(rule.peer, rule.local, rule.port,
-                                                         rule.mac))
-               for rule in spec.rules]
+    wanted += [(("probe", rule.peer), firewall.ProbeRule(rule)) for rule in spec.rules]
     if spec.drop_other:
         wanted.append(("drop", firewall.DropRule(spec.port)))
     return {key: {"present": value in packets, "packets": packets.get(value, 0)}

@@ -204,8 +204,8 @@ def test_every_line_we_render_parses_back_into_its_rule(spec):
     rules = ()
     for r in spec.rules:
         mac = r.mac and r.mac.lower()
-        rules += (fw.ProbeRule(r.peer, r.local, r.port, mac),
-                  (fw.PeerRule(r.peer, r.local, r.port, mac), spec.target))
+        peer = fw.PeerRule(r.peer, r.local, r.port, mac)
+        rules += (fw.ProbeRule(peer), (peer, spec.target))
     rules += (fw.DropRule(spec.port),) if spec.drop_other else ()
     observed = fw.ObservedChain(spec.family, tuple(fw.render(spec)), ((0, 0),) * len(rules), True, 1)
     assert observed.rules == rules
@@ -239,7 +239,7 @@ def test_rule_parts_are_the_one_rendering_of_a_peer_rule():
         assert f"-m {match.name} " + " ".join(f"--{o} {v}" for o, v in match.options) in line
     assert fw.save_line(fw.rule_parts(fw.DropRule(9), 4)) == \
         "-A SYSRQ-APPLIANCE -p udp -m udp --dport 9 -j DROP"
-    probe = fw.rule_parts(fw.ProbeRule("10.10.25.1", "10.10.25.7", 9), 4)
+    probe = fw.rule_parts(fw.ProbeRule(fw.PeerRule("10.10.25.1", "10.10.25.7", 9)), 4)
     assert [m.name for m in probe.matches] == ["udp", "length", "policy"]
     assert (probe.target, probe.target_options) == ("REJECT", (("reject-with",
                                                                  "icmp-port-unreachable"),))

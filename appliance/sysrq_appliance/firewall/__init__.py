@@ -77,12 +77,10 @@ class PeerRule:
 
 @dataclasses.dataclass(frozen=True)
 class ProbeRule:
-    """The health probe from one sender, answered (REJECT) before it can reach SYSRQ."""
+    """The health probe from the sender of `of` (the same addresses, port and MAC),
+    answered (REJECT) before it can reach that PeerRule's SYSRQ."""
 
-    peer: str
-    local: str
-    port: int
-    mac: str | None = None
+    of: PeerRule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +152,7 @@ def chain_rules(spec: ChainSpec) -> list:
     drop rule last."""
     rules = []
     for peer in spec.rules:
-        rules += [ProbeRule(peer.peer, peer.local, peer.port, peer.mac), peer]
+        rules += [ProbeRule(peer), peer]
     if spec.drop_other:
         rules.append(DropRule(spec.port))
     return rules
@@ -187,17 +185,20 @@ def rule_parts(rule, family: int, target: str = "SYSRQ") -> RuleParts:
     if isinstance(rule, DropRule):
         return RuleParts(None, None, "udp", (Match("udp", (("dport", str(_port(rule.port))),)),),
                          "DROP")
+    probe = isinstance(rule, ProbeRule)
+    if probe:
+        rule = rule.of
     peer, local = _address(rule.peer, family), _address(rule.local, family)
     host = 32 if family == 4 else 128
     matches = [Match("udp", (("dport", str(_port(rule.port))),))]
-    if isinstance(rule, ProbeRule):
+    if probe:
         matches.append(Match("length", (("length", str(PROBE_LENGTH[family])),)))
     matches.append(Match("policy", (("dir", "in"), ("pol", "ipsec"), ("proto", "esp"),
                                     ("mode", "tunnel"), ("tunnel-dst", local),
                                     ("tunnel-src", peer))))
     if rule.mac is not None:
         matches.append(Match("mac", (("mac-source", _mac(rule.mac)),)))
-    if isinstance(rule, ProbeRule):
+    if probe:
         return RuleParts(f"{peer}/{host}", f"{local}/{host}", "udp", tuple(matches), "REJECT",
                          (("reject-with", REJECT_WITH[family]),))
     matches.append(Match("hashlimit", (
@@ -247,7 +248,8 @@ def parse_rule(line: str, family: int):
             rule = DropRule(int(match["port"]))
             return rule if rule_line(rule, family) == line else None
         if match := _PROBE_LINE.fullmatch(line):
-            rule = ProbeRule(match["peer"], match["local"], int(match["port"]), match["mac"])
+            rule = ProbeRule(PeerRule(match["peer"], match["local"], int(match["port"]),
+                                      match["mac"]))
             return rule if rule_line(rule, family) == line else None
         if match := _PEER_LINE.fullmatch(line):
             rule = PeerRule(match["peer"], match["local"], int(match["port"]), match["mac"])
