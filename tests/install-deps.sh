@@ -6,11 +6,11 @@ packages=""
 for tier in "$@"; do
     case "$tier" in
         unit) packages="$packages python3-pyroute2 python3-iptables python3-yaml python3-pytest
-                  python3-hypothesis" ;;
+                  python3-hypothesis python3-systemd python3-prometheus-client" ;;
         netns) packages="$packages iptables iproute2 kmod mmdebstrap iputils-ping strace" ;;
         package) packages="$packages debhelper dh-python pybuild-plugin-pyproject python3-all
                   python3-setuptools python3-docutils python3-yaml python3-pytest python3-pyroute2
-                  python3-iptables lintian mmdebstrap fakeroot" ;;
+                  python3-iptables python3-prometheus-client lintian mmdebstrap fakeroot" ;;
         realkernel) packages="$packages qemu-system-x86 mmdebstrap e2fsprogs" ;;
         vagrant) packages="$packages vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients
                   qemu-system-x86 qemu-utils mmdebstrap dnsmasq-base e2fsprogs" ;;

@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 
-from sysrq_appliance import __version__, config, lock, sequences
+from sysrq_appliance import __version__, config, lock, opsocket, sequences
 from sysrq_appliance.errors import ApplianceError, InputError, excerpt
 from sysrq_appliance.password import SYSFS_PARAMETERS
 from sysrq_appliance.seqno import DEFAULT_STATE_DIR, MAX_CHOSEN
@@ -38,14 +38,35 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):
+        sys.stderr.write(self.usage_line(message) + "\n")
+        sys.exit(EXIT_INPUT)
+
+    def usage_line(self, message):
         # argparse quotes what it did not understand: escape control characters (a
         # newline in an argument must not make a second line) and keep it short.
         message = _quoted_choices(message)
         message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         if len(message) > 300:
             message = message[:297] + "..."
-        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-        sys.exit(EXIT_INPUT)
+        return f"{self.prog}: error: {message} (see '{self.prog} --help')"
+
+
+class _Usage(Exception):
+    """A usage error of the operators' parser, as the line the CLI would print."""
+
+
+class _OperatorParser(_Parser):
+    """`send`'s arguments as the helper takes them from an operator: the same definitions
+    and messages as the CLI's, no --help, and nothing but TARGET, KEYS, --sequence, --count
+    and --wait (no --dry-run, --seqno or --salt: they would hand out requests built with
+    the password, or move the sequence numbers)."""
+
+    def __init__(self):
+        super().__init__(prog="sysrq-appliance send", add_help=False)
+        _send_arguments(self, operator=True)
+
+    def error(self, message):
+        raise _Usage(self.usage_line(message))
 
 
 def _quoted_choices(message):
@@ -121,6 +142,9 @@ def build_parser():
                          help="iptables target of the peer rules (default: %(default)s)")
     testing.add_argument("--without-esp", action="store_true",
                          help="program policies and rules but no SAs (kernels without ESP)")
+    testing.add_argument("--helper-socket", default=opsocket.DEFAULT_PATH, metavar="PATH",
+                         type=_path, help="where the operators' helper listens "
+                                          "(default: %(default)s)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -214,9 +238,58 @@ def build_parser():
              "The request only ever leaves through this host's ESP SA to the target: without "
              "it\n(no 'apply' here, or the SA removed) the kernel refuses to send it in "
              "plaintext (exit 1).\n\n"
+             "Run by a user other than root (a member of group sysrq-operators), send goes "
+             "through\nthe operators' helper (sysrq-appliance-helper.socket), which sends as "
+             "root and answers\nwith the same lines (--dry-run, --seqno, --salt and --config "
+             "still run here, as before).\nEvery request is one journal entry: journalctl -t "
+             "sysrq-appliance-audit\n\n"
              "exit codes: 0 every request confirmed (or sent, for b/o/c, which cannot "
              "confirm),\n  1 not sent (no SA, network error), 2 bad input, nothing sent,\n"
              "  3 sent but not confirmed (wrong password, replay, tunnel down, key masked)")
+    _send_arguments(p)
+    p.set_defaults(func=_send)
+
+    p = _sub(sub, "check", "prove each target's rescue path is armed, without firing it "
+             "(sender)", "sysrq-appliance check --all",
+             "Send each target a probe (an empty UDP datagram) through the tunnel, as a request "
+             "goes.\nThe target's chain answers it, ahead of the SYSRQ rule, with ICMP "
+             "port-unreachable,\nwhich comes back through the tunnel: 'up' proves the SAs and "
+             "policies on both ends,\nthe target's chain, its jump and the policy match. No "
+             "SysRq function fires and nothing\nis written to the target's kernel log. (Whether "
+             "xt_SYSRQ is loaded with the right\npassword the target's own 'status' says: "
+             "'armed'.)\n\n"
+             "--metrics writes Prometheus' text format for node_exporter's textfile collector\n"
+             "(atomically): sysrq_appliance_target_up, _probe_round_trip_seconds,\n"
+             "_last_success_timestamp_seconds, _check_timestamp_seconds. "
+             "sysrq-appliance-check.timer\nruns 'check --all --metrics' every minute once "
+             "enabled.\n\n"
+             "exit codes: 0 every target up, 1 runtime failure, 2 bad input, 3 a target down")
+    p.add_argument("targets", metavar="TARGET", nargs="*",
+                   help="peer names or addresses from the config (default: all)")
+    p.add_argument("--all", action="store_true", help="every target in the config")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--metrics", metavar="PATH", type=_path,
+                   help="also write the results to PATH (*.prom) for node_exporter")
+    p.add_argument("--quiet", action="store_true", help="print nothing (for the timer)")
+    p.add_argument("--wait", type=_seconds(60), default=2.0, metavar="SECONDS",
+                   help="how long to wait for the answers, 0 to 60 (default: 2)")
+    p.set_defaults(func=_check)
+
+    p = _sub(sub, "helper", "serve the operators' socket (run by sysrq-appliance-helper.service)",
+             "systemctl enable --now sysrq-appliance-helper.socket",
+             "The root half of 'send' for members of the operators' group, started by systemd "
+             "socket\nactivation with its socket (sysrq-appliance-helper.socket); not for "
+             "interactive use.\nEach connection: the caller's credentials (SO_PEERCRED), one "
+             "request of send's\narguments, the send, its lines and exit code back, an audit "
+             "entry.")
+    p.add_argument("--group", default=opsocket.GROUP, metavar="NAME",
+                   help="the operators' group (default: %(default)s)")
+    p.set_defaults(func=_helper)
+    return parser
+
+
+def _send_arguments(p, operator=False):
+    """`send`'s arguments; the operators' helper takes all but the root-only ones."""
     p.add_argument("target", metavar="TARGET", help="peer name or address from the config")
     p.add_argument("keys", metavar="KEYS", nargs="?",
                    help="one or more SysRq keys, e.g. s or sub (or use --sequence)")
@@ -226,14 +299,14 @@ def build_parser():
                    help="send N identical copies, 1 to 1000 (safe: the target drops replays)")
     p.add_argument("--wait", type=_seconds(60), default=1.0, metavar="SECONDS",
                    help="how long to wait for the confirmation, 0 to 60 (default: 1)")
+    if operator:
+        return
     p.add_argument("--dry-run", action="store_true",
                    help="print the request instead of sending it (never the password)")
     p.add_argument("--seqno", type=_whole(1, MAX_CHOSEN), help="use this sequence number (with "
                    "--dry-run: reproducible output)")
     p.add_argument("--salt", help="use this salt, 1-64 of A-Z a-z 0-9 _ - (with --dry-run: "
                    "reproducible output)")
-    p.set_defaults(func=_send)
-    return parser
 
 
 def _load(args, **kwargs):
@@ -338,16 +411,94 @@ def _password_rotate(args):
     return EXIT_OK
 
 
-def _send(args):
-    from sysrq_appliance import sending
-    sending.check_request(args.keys, args.sequence, args.salt)
-    cfg = _load(args)
-    options = sending.Options(count=args.count, wait=args.wait, dry_run=args.dry_run,
-                              seqno=args.seqno, salt=args.salt, state_dir=args.state_dir)
-    unconfirmed = sending.send(cfg, args.target, args.keys, args.sequence, options,
-                               report=lambda line: print(line, flush=True),
-                               warn=lambda line: print(line, file=sys.stderr))
+def _send(args, caller=None, out=None, err=None):
+    """send: as root itself, as anyone else through the operators' helper; either way one
+    audit entry per request (or one for a refusal)."""
+    out = out or (lambda line: print(line, flush=True))
+    err = err or (lambda line: print(line, file=sys.stderr))
+    if caller is None and _through_helper(args):
+        from sysrq_appliance import sending
+        sending.check_request(args.keys, args.sequence, args.salt)   # what needs no config
+        return _send_through_helper(args, out, err)
+    from sysrq_appliance import audit, sending
+    trail = audit.Trail(caller or audit.Caller.this_process(), args.target, args.keys,
+                        args.sequence, warn=err)
+    audited = not args.dry_run   # a dry run sends nothing
+    try:
+        sending.check_request(args.keys, args.sequence, args.salt)
+        cfg = _load(args)
+        trail.admin_address = cfg.local
+        options = sending.Options(count=args.count, wait=args.wait, dry_run=args.dry_run,
+                                  seqno=args.seqno, salt=args.salt, state_dir=args.state_dir)
+        unconfirmed = sending.send(cfg, args.target, args.keys, args.sequence, options,
+                                   report=out, warn=err,
+                                   audit=trail.request if audited else None,
+                                   found=lambda peer: trail.config(cfg, peer.address))
+    except ApplianceError as exc:
+        if audited:
+            trail.failed(exc, refused=isinstance(exc, InputError))
+        raise
     return EXIT_NOT_CONFIRMED if unconfirmed else EXIT_OK
+
+
+def _through_helper(args):
+    """Not root, with this host's config, and nothing only the config's owner may do (a dry
+    run, a chosen seqno or salt): the operators' helper sends."""
+    return (os.geteuid() != 0 and not args.dry_run and args.seqno is None
+            and args.salt is None and args.config == config.DEFAULT_PATH
+            and args.state_dir == DEFAULT_STATE_DIR)
+
+
+def _send_through_helper(args, out, err):
+    """A non-root `send`: the arguments to the operators' helper, its lines printed."""
+    from sysrq_appliance import audit
+    argv = opsocket.operator_argv(args.target, args.keys, args.sequence, args.count, args.wait)
+    return opsocket.request(args.helper_socket, argv, out, err, audit.user_name(os.getuid()))
+
+
+def operator_send(settings, argv, caller, out, err):
+    """The helper's `run`: an operator's `send` arguments, parsed and refused exactly as the
+    CLI would (same lines, same exit codes), then sent as root with `settings` (the
+    helper's own --config and --state-dir)."""
+    try:
+        args = _OperatorParser().parse_args(argv)
+    except _Usage as usage:
+        from sysrq_appliance import audit
+        audit.Trail(caller, None, None, None, warn=err).failed(InputError(usage), refused=True)
+        err(str(usage))
+        return EXIT_INPUT
+    args.config, args.state_dir = settings
+    args.dry_run, args.seqno, args.salt = False, None, None
+    return _guarded(lambda: _send(args, caller, out, err), err=err)
+
+
+def _check(args):
+    import json
+    from sysrq_appliance import health
+    if args.metrics:
+        health.check_metrics_path(args.metrics)
+    cfg = _load(args)
+    peers = health.select_peers(cfg, args.targets, args.all)
+    results = health.probe(cfg, peers, args.wait)
+    now = time.time()
+    if args.metrics:
+        health.write_metrics(args.metrics, results, now)
+    if args.json:
+        print(json.dumps(health.as_json(results, now), indent=2, sort_keys=True))
+    elif not args.quiet:
+        print(health.render_table(results))
+    return EXIT_OK if all(r.up for r in results) else EXIT_NOT_CONFIRMED
+
+
+def _helper(args):
+    from sysrq_appliance import helper
+    gid = helper.group_id(args.group)
+    listener = helper.listener_from_systemd()
+    path = listener.getsockname() or args.helper_socket
+    settings = (args.config, args.state_dir)
+    helper.serve(listener, gid, args.group, path,
+                 lambda argv, caller, out, err: operator_send(settings, argv, caller, out, err))
+    return EXIT_OK
 
 
 def main(argv=None):
@@ -359,6 +510,8 @@ def main(argv=None):
         if sys.stdout is not None:
             sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's exit
         return code
+    except KeyboardInterrupt:   # ^C or SIGTERM before a command took over (parsing its arguments)
+        return _fail("interrupted", EXIT_RUNTIME, lambda line: print(line, file=sys.stderr))
     except (BrokenPipeError, OSError, ValueError):
         # `sysrq-appliance plan | head`, stdout closed or full: the reader cannot hear more.
         if sys.stdout is not None:
@@ -378,37 +531,43 @@ def _main(argv):
         args = build_parser().parse_args(argv)
     except SystemExit as exc:   # --help, --version, or a usage error already printed
         return exc.code
+    return _guarded(lambda: args.func(args), getattr(args, "debug", False))
+
+
+def _guarded(run, debug=False, err=None):
+    """run(): its exit code, or every failure as one line (through `err`) and its code."""
+    err = err or (lambda line: print(line, file=sys.stderr))
     try:
-        return args.func(args)
+        return run()
     except InputError as exc:
-        return _fail(exc, EXIT_INPUT)
+        return _fail(exc, EXIT_INPUT, err)
     except ApplianceError as exc:
-        return _fail(exc, EXIT_RUNTIME)
+        return _fail(exc, EXIT_RUNTIME, err)
     except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_RUNTIME)
+        return _fail("interrupted", EXIT_RUNTIME, err)
     except BrokenPipeError:
         raise
     except OSError as exc:
         if exc.errno in (errno.EPERM, errno.EACCES):
             where = f" ({exc.filename})" if exc.filename else ""
             return _fail(f"permission denied{where}: {exc.strerror}; run as root "
-                         "(e.g. sudo sysrq-appliance ...)", EXIT_INPUT)
-        return _internal_error(args)
+                         "(e.g. sudo sysrq-appliance ...)", EXIT_INPUT, err)
+        return _internal_error(debug, err)
     except Exception:   # a bug: one line, and the traceback only when asked for
-        return _internal_error(args)
+        return _internal_error(debug, err)
 
 
-def _fail(message, code):
-    print(f"sysrq-appliance: {message}", file=sys.stderr)
+def _fail(message, code, err):
+    err(f"sysrq-appliance: {message}")
     return code
 
 
-def _internal_error(args):
+def _internal_error(debug, err):
     kind, _, tb = sys.exc_info()
-    if getattr(args, "debug", False):
+    if debug:
         traceback.print_exc()
     # The type and the place, not the message: a message could quote a value we hold.
     frame = traceback.extract_tb(tb)[-1]
     where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
     return _fail(f"internal error: {kind.__name__} at {where}, please report it "
-                 "(run again with --debug for the traceback)", EXIT_RUNTIME)
+                 "(run again with --debug for the traceback)", EXIT_RUNTIME, err)

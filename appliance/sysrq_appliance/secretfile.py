@@ -242,7 +242,14 @@ def ensure_private_dir(path, field="directory"):
             raise InputError(f"{field}: cannot create {directory}: {exc.strerror}") from None
 
 
-def write_secret(path, data, private_dir=True, field=None):
+def write_public(path, data, field):
+    """Atomically replace `path` (in a directory others may write to, such as a metrics
+    directory) with `data`, 0644: the same temp file, O_NOFOLLOW and rename, so nothing is
+    written through a symlink someone planted there."""
+    write_secret(path, data, private_dir=False, field=field, mode=0o644)
+
+
+def write_secret(path, data, private_dir=True, field=None, mode=FILE_MODE):
     """Atomically replace `path` with `data`: O_EXCL temp file 0600 -> fsync -> rename.
 
     Readers see either the old or the new content, never a partial or world-readable file.
@@ -271,7 +278,8 @@ def write_secret(path, data, private_dir=True, field=None):
         tmp = f".{name}.{secrets.token_hex(8)}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
+                         | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+            os.fchmod(fd, mode)   # whatever the umask
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

@@ -44,12 +44,12 @@ def socket_policy(local, target, port, reqid):
     return xfrm.socket_policy_bytes(policy)
 
 
-def send(payload, local, target, port, count=1, wait=1.0, reqid=None):
-    """Send `payload` `count` times from `local` to `target`:`port` and wait for the answer.
-
-    With `reqid`, only through our SA of that reqid (see the module's docstring)."""
+def connect(local, target, port, reqid=None):
+    """A UDP socket from `local` connected to `target`:`port`; with `reqid`, one that only
+    sends through our SA of that reqid (see the module's docstring)."""
     family = socket.AF_INET6 if ipaddress.ip_address(target).version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
         if reqid is not None:
             level, option = ((socket.IPPROTO_IPV6, IPV6_XFRM_POLICY) if family == socket.AF_INET6
                              else (socket.IPPROTO_IP, IP_XFRM_POLICY))
@@ -64,6 +64,17 @@ def send(payload, local, target, port, count=1, wait=1.0, reqid=None):
             sock.connect((target, port))
         except OSError as exc:
             raise _refused(exc, f"cannot send from {local} to {target}:{port}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def send(payload, local, target, port, count=1, wait=1.0, reqid=None):
+    """Send `payload` `count` times from `local` to `target`:`port` and wait for the answer.
+
+    With `reqid`, only through our SA of that reqid (see the module's docstring)."""
+    with connect(local, target, port, reqid) as sock:
         start = time.monotonic()
         for _ in range(count):
             try:

@@ -12,8 +12,18 @@ import time
 from dataclasses import dataclass
 
 from sysrq_appliance import sequences, sysrq
-from sysrq_appliance.errors import InputError
+from sysrq_appliance.errors import ApplianceError, InputError
 from sysrq_appliance.seqno import DEFAULT_STATE_DIR
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What became of one request that left (or failed to leave): for the audit trail."""
+    keys: str
+    seqno: int | None     # None on the plain wire
+    outcome: str          # confirmed | sent (cannot confirm) | not-confirmed | not-sent
+    #                       (dry-run: nothing left, never audited)
+    detail: str           # the line reported (or the error)
 
 
 @dataclass(frozen=True)
@@ -36,14 +46,18 @@ def check_request(keys, sequence, salt):
         wire.check_salt(salt)
 
 
-def send(cfg, target, keys, sequence, options, report=print, warn=print):
+def send(cfg, target, keys, sequence, options, report=print, warn=print, audit=None,
+         found=None):
     """Send KEYS (or each step of SEQUENCE) to TARGET; `report` gets one line per request
-    or wait, `warn` the plain wire's warning. Returns how many requests that could have
-    confirmed were not."""
+    or wait, `warn` the plain wire's warning, `audit` a Sent for each request that was
+    really sent or failed to be (not in a dry run), `found` the peer once it is known.
+    Returns how many requests that could have confirmed were not."""
     from sysrq_appliance import password
     if cfg.role != "sender":
         raise InputError(f"{cfg.path}: role: 'send' needs a sender config (role: sender)")
     peer = cfg.find_peer(target)
+    if found:
+        found(peer)
     if sequence is None:
         steps = (sequences.Step(keys=sysrq.check_keys(keys)),)
         sequences.refuse_masked(steps, peer.allow, peer.name, "KEYS")
@@ -68,10 +82,12 @@ def send(cfg, target, keys, sequence, options, report=print, warn=print):
             elif not options.dry_run:
                 time.sleep(step.seconds)
             continue
-        line, confirmed = _send_request(cfg, peer, secret, step.keys,
-                                        preview.next() if preview else seqno, options, warn)
-        report(prefix + line)
-        unconfirmed += not confirmed
+        sent = _send_request(cfg, peer, secret, step.keys,
+                             preview.next() if preview else seqno, options, warn, audit)
+        report(prefix + sent.detail)
+        if audit and not options.dry_run:
+            audit(sent)
+        unconfirmed += sent.outcome == "not-confirmed"
         seqno = seqno + 1 if seqno is not None else None
     return unconfirmed
 
@@ -89,9 +105,10 @@ class _Preview:
         return self.last
 
 
-def _send_request(cfg, peer, secret, keys, fixed_seqno, options, warn):
-    """Build, send and report one request: (the line to print, confirmed or need not be)."""
+def _send_request(cfg, peer, secret, keys, fixed_seqno, options, warn, audit):
+    """Build, send and report one request: its Sent (the line to print, the outcome)."""
     from sysrq_appliance import seqno, wire
+    number = None
     if cfg.wire == "plain":
         warn(wire.PLAIN_WARNING)
         payload, shown = wire.build_plain(keys, secret), f"{keys}<password>"
@@ -105,18 +122,25 @@ def _send_request(cfg, peer, secret, keys, fixed_seqno, options, warn):
         payload = wire.build(keys, number, salt, peer.address, secret, cfg.hash).encode()
         shown = payload.decode()
     if options.dry_run:
-        return (f"would send to {peer.name} ({peer.address}:{cfg.port}) from {cfg.local}: "
-                f"{shown}", True)
+        return Sent(keys, number, "dry-run",
+                    f"would send to {peer.name} ({peer.address}:{cfg.port}) from {cfg.local}: "
+                    f"{shown}")
     from sysrq_appliance import plan, sender
     reqid = plan.reqids(cfg.peers)[peer.name]
-    outcome = sender.send(payload, cfg.local, peer.address, cfg.port, options.count,
-                          options.wait, reqid=reqid)
+    try:
+        outcome = sender.send(payload, cfg.local, peer.address, cfg.port, options.count,
+                              options.wait, reqid=reqid)
+    except ApplianceError as exc:
+        if audit:   # the request never left: the trail says so with its number
+            audit(Sent(keys, number, "not-sent", str(exc)))
+        raise
     if outcome.confirmed:
-        return (f"confirmed: {peer.name} accepted {keys!r} "
-                f"(answer through the tunnel after {outcome.seconds * 1000:.0f} ms)", True)
+        return Sent(keys, number, "confirmed", f"confirmed: {peer.name} accepted {keys!r} "
+                    f"(answer through the tunnel after {outcome.seconds * 1000:.0f} ms)")
     silent = "".join(k for k in keys if k in sysrq.NO_CONFIRMATION_KEYS)
     if silent:
-        return f"sent, not confirmed: {peer.name} cannot answer after {silent!r}", True
-    return (f"sent, not confirmed: no answer from {peer.name} within {options.wait:g} s "
-            "(wrong password, replay, tunnel down, or key outside its kernel.sysrq mask)",
-            False)
+        return Sent(keys, number, "sent",
+                    f"sent, not confirmed: {peer.name} cannot answer after {silent!r}")
+    return Sent(keys, number, "not-confirmed",
+                f"sent, not confirmed: no answer from {peer.name} within {options.wait:g} s "
+                "(wrong password, replay, tunnel down, or key outside its kernel.sysrq mask)")

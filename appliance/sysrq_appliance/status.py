@@ -57,18 +57,21 @@ def summarize(cfg, desired, observed, drift, host, backend_name, with_sa=True):
                  "policies": {p.dir: (p.selector, p.dir) in policies for p in wanted}}
         if cfg.role == "target":
             entry["rule"] = rule_counters.get(peer.address, {"present": False})
+            entry["probe"] = rule_counters.get(("probe", peer.address), {"present": False})
         peers.append(entry)
     result = {"role": cfg.role, "config": cfg.path, "peers": peers, "drift": drift,
               "in_sync": not drift, "esp": _esp_summary(peers, with_sa)}
     if cfg.role == "target":
         version = host.xtables_addons
+        password_set = (observed.kernel_password is not None
+                        and secrets.compare_digest(observed.kernel_password, desired.password))
         result.update(
             backend=backend_name,
             module={"loaded": observed.module_loaded,
                     "hash": observed.module_hash,
                     "xtables_addons": ".".join(map(str, version)) if version else None},
-            password_set=observed.kernel_password is not None
-            and secrets.compare_digest(observed.kernel_password, desired.password),
+            password_set=password_set,
+            armed=_armed(observed, desired, chain, peers, password_set, with_sa),
             kernel_sysrq={"value": observed.sysrq_mask,
                           "allows": (None if observed.sysrq_mask is None else
                                      sysrq.names_for(observed.sysrq_mask)),
@@ -90,12 +93,28 @@ def _esp_summary(peers, with_sa):
     return f"{sum(present)} of {len(present)} SAs present"
 
 
+def _armed(observed, desired, chain, peers, password_set, with_sa):
+    """What the re-apply timer's `apply` would repair, part by part: the target half of the
+    health check (`check` on the admin host proves the path through the tunnel)."""
+    parts = {
+        "module": observed.module_loaded,
+        "password": password_set,
+        "chain": firewall.mismatch(chain, desired.chain) is None,
+        "tunnel": all(all(p["policies"].values()) and
+                      (not with_sa or all(sa["present"] for sa in p["sas"].values()))
+                      for p in peers),
+    }
+    return {**parts, "all": all(parts.values())}
+
+
 def _rule_counters(spec, chain):
-    """peer address (or "drop") -> {present, packets}, from our chain's rules as read back."""
+    """peer address, ("probe", peer address) or "drop" -> {present, packets}, from our
+    chain's rules as read back."""
     if spec is None or chain is None:
         return {}
     packets = {rule: counted for rule, (counted, _bytes) in zip(chain.rules, chain.counters)}
     wanted = [(rule.peer, (rule, spec.target)) for rule in spec.rules]
+    wanted += [(("probe", rule.peer), firewall.ProbeRule(rule)) for rule in spec.rules]
     if spec.drop_other:
         wanted.append(("drop", firewall.DropRule(spec.port)))
     return {key: {"present": value in packets, "packets": packets.get(value, 0)}
@@ -109,6 +128,11 @@ def render_text(result):
         loaded = f"loaded, hash {m['hash'] or 'unknown'}" if m["loaded"] else "not loaded"
         lines.append(f"xt_SYSRQ: {loaded}, xtables-addons {m['xtables_addons'] or 'unknown'}")
         lines.append(f"password set: {'yes' if result['password_set'] else 'no'}")
+        armed = result["armed"]
+        missing = [part for part in ("module", "password", "chain", "tunnel") if not armed[part]]
+        lines.append("armed: " + ("yes (module, password, chain and tunnel as configured)"
+                                  if armed["all"] else f"NO: {', '.join(missing)} not as "
+                                  "configured (run 'sysrq-appliance apply')"))
         k = result["kernel_sysrq"]
         now = ("unknown (no /proc/sys/kernel/sysrq)" if k["value"] is None else
                f"{k['value']} ({', '.join(k['allows']) or 'off'})")
@@ -131,6 +155,9 @@ def render_text(result):
             rule = peer["rule"]
             line += (f"; rule: {rule['packets']} request(s) reached xt_SYSRQ" if rule["present"]
                      else "; rule MISSING")
+            probe = peer["probe"]
+            line += (f"; probe: {probe['packets']} answered" if probe["present"]
+                     else "; probe rule MISSING")
         lines.append(line)
     if result["drift"]:
         lines.append("drift from the config (run 'sysrq-appliance apply'):")

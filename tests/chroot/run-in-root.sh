@@ -19,7 +19,7 @@ set -euo pipefail
 
 # The project's runtime dependencies (pyproject.toml) and what tests/netns need (as in
 # tests/install-deps.sh).
-PACKAGES="iptables,iproute2,iputils-ping,kmod,strace,python3-iptables,python3-pyroute2,python3-yaml,python3-pytest,python3-hypothesis"
+PACKAGES="iptables,iproute2,iputils-ping,kmod,strace,mount,python3-iptables,python3-pyroute2,python3-yaml,python3-pytest,python3-hypothesis,python3-systemd,python3-prometheus-client"
 # The mirror (or proxy) this machine's apt uses, unless SYSRQ_ROOT_MIRROR names one.
 MIRROR=${SYSRQ_ROOT_MIRROR:-$("$(dirname "$0")/../debian-mirror.sh" archive)}
 CACHE=${SYSRQ_ROOT_CACHE:-/var/cache/sysrq-appliance/roots}

@@ -19,6 +19,13 @@ output, and nothing changed on disk. The netns tier also checks the namespace's 
       kernel: true                    a kernel verb: runs in the netns tier only
       exit: 2
       error: "@CFG@: local: ..."      the one stderr line, after "sysrq-appliance: "
+
+Through the operators' helper (role sender; tests/lib/operators.py starts a real helper
+process with the scratch config, handed its socket as systemd hands it):
+
+      via: helper                     argv runs as a non-root client of the helper
+      request: "send\0--dry-run\0"    or these raw bytes are the request (the protocol's
+                                      answers are turned into stdout, stderr, exit code)
 """
 
 import copy
@@ -27,11 +34,14 @@ import os
 import pathlib
 import stat
 import subprocess
+import sys
 
 import yaml
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "lib"))
+import operators  # noqa: E402
 PYTHON = "/usr/bin/python3"
 PROGRAM = [PYTHON, "-m", "sysrq_appliance"]
 TIMEOUT = 30   # seconds: a hang is a failure, not a stuck CI
@@ -56,6 +66,7 @@ RAW = {
 
 
 STDIN = {"megabytes": lambda: b"x" * (8 << 20)}
+REQUESTS = {"flood-100k": lambda: b"send\0" + b"x" * 100000 + b"\0"}
 
 
 def load_cases(path=HERE / "cases.yaml"):
@@ -221,6 +232,45 @@ def execute(case, directory, prefix=(), extra=()):
         stdin = stdin.encode("utf-8", "surrogateescape")
     result = run([*PROGRAM, *argv], prefix=prefix, input=stdin)
     return scratch, result, before, snapshot(scratch.dir)
+
+
+def execute_via_helper(case, directory, prefix=()):
+    """A case through the operators' helper: the helper (root in the netns tier, else this
+    user) with the scratch config; the client as nobody holding a throwaway group id (as
+    root) or as this user, whose own group is then the operators' group."""
+    scratch = Scratch(directory, case.get("role", "sender"), case.get("family", 4))
+    scratch.edit_config(case)
+    scratch.apply_ops(case.get("files"))
+    before = snapshot(scratch.dir)
+    if os.geteuid() == 0:
+        gid = operators.unused_gid()
+        user, groups = operators.NOBODY, [gid]
+    else:
+        gid, user, groups = os.getgid(), None, []
+    sockets = operators.socket_dir()
+    helper = operators.Helper(sockets, scratch.config, scratch.state, gid, prefix=prefix)
+    try:
+        if "request" in case or "request_generator" in case:
+            raw = (REQUESTS[case["request_generator"]]() if "request_generator" in case
+                   else case["request"].encode("utf-8", "surrogateescape"))
+            result = _as_result(*helper.raw(raw, user=user, groups=groups))
+        else:
+            result = helper.client(*[scratch.expand(str(a)) for a in case["argv"]], user=user,
+                                   groups=groups, timeout=TIMEOUT)
+    finally:
+        out, err = helper.stop()
+        operators.remove_socket_dir(sockets)
+    assert out == err == "", f"the helper printed: {out}{err}"
+    return scratch, result, before, snapshot(scratch.dir)
+
+
+def _as_result(messages, done):
+    """The helper's answer messages as a finished command: stdout, stderr, exit code."""
+    out = b"".join(m[1:] + b"\n" for m in messages if m[:1] == b"o")
+    err = b"".join(m[1:] + b"\n" for m in messages if m[:1] == b"e")
+    exits = [int(m[1:]) for m in messages if m[:1] == b"x"]
+    assert done.returncode == 0 and len(exits) == 1, (messages, done.stderr)
+    return subprocess.CompletedProcess(done.args, exits[0], out, err)
 
 
 def check(case, scratch, result, before, after):

@@ -214,16 +214,17 @@ def test_foreign_jump_into_our_chain_blocks_removal_atomically(target_ns, backen
 
 SEND = textwrap.dedent("""
     import socket, sys
-    src, dst, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    src, dst, port, count, empty = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((src, 0))
         for i in range(count):
-            s.sendto(b"s,%d,salt,0000" % i, (dst, port))
+            s.sendto(b"" if empty == "probe" else b"s,%d,salt,0000" % i, (dst, port))
 """)
 
 
-def send_udp(ns, src, dst, port, count):
-    ns.run(sys.executable, "-c", SEND, src, dst, str(port), str(count))
+def send_udp(ns, src, dst, port, count, probe=False):
+    ns.run(sys.executable, "-c", SEND, src, dst, str(port), str(count),
+           "probe" if probe else "request")
 
 
 def test_plaintext_request_never_reaches_the_peer_rule(linked_netns, backend):
@@ -241,11 +242,13 @@ def test_plaintext_request_never_reaches_the_peer_rule(linked_netns, backend):
     install(target, backend, spec)
 
     send_udp(sender, SENDER, TARGET, 9, count=5)
+    send_udp(sender, SENDER, TARGET, 9, count=3, probe=True)   # probes, but not tunnelled
     deadline = time.monotonic() + 5
-    while (counters := call(target, backend, "observe", family=4)["counters"])[-1][0] < 5:
+    while (counters := call(target, backend, "observe", family=4)["counters"])[-1][0] < 8:
         assert time.monotonic() < deadline, f"packets did not arrive: {counters}"
         time.sleep(0.1)
-    assert counters == [[0, 0], [5, counters[-1][1]]]
+    # probe rule, peer rule, drop rule: only the drop rule saw them
+    assert counters == [[0, 0], [0, 0], [8, counters[-1][1]]]
     assert "[0:0] -A SRA-COUNT -j ACCEPT" in target.run(iptables + "-save", "-c").stdout
 
 

@@ -11,6 +11,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "hostile"))
 import corpus  # noqa: E402
 
 CASES = [c for c in corpus.load_cases() if c.get("kernel")]
+HELPER_CASES = [c for c in corpus.load_cases() if c.get("via") == "helper"]
 
 
 def kernel_state(ns):
@@ -30,5 +31,15 @@ def test_hostile_kernel_verb(case, netns, tmp_path):
     before = _comparable(kernel_state(netns))
     outcome = corpus.execute(case, tmp_path, prefix=("ip", "netns", "exec", netns.name),
                              extra=("--firewall-target", "ACCEPT", "--without-esp"))
+    corpus.check(case, *outcome)
+    assert _comparable(kernel_state(netns)) == before
+
+
+@pytest.mark.parametrize("case", HELPER_CASES, ids=[c["id"] for c in HELPER_CASES])
+def test_hostile_request_through_the_helper(case, netns, tmp_path):
+    """The helper as root, in a namespace of its own; the client as nobody."""
+    before = _comparable(kernel_state(netns))
+    outcome = corpus.execute_via_helper(case, tmp_path,
+                                        prefix=("ip", "netns", "exec", netns.name))
     corpus.check(case, *outcome)
     assert _comparable(kernel_state(netns)) == before

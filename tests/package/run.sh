@@ -31,7 +31,7 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8
 
 ROOT_RECIPE=1     # bump when the way roots are built changes
 TEST_PACKAGES=systemd
-BUILD_PACKAGES=debhelper,dh-python,pybuild-plugin-pyproject,python3-all,python3-setuptools,python3-docutils,python3-yaml,python3-pytest,python3-hypothesis,python3-pyroute2,python3-iptables,lintian
+BUILD_PACKAGES=debhelper,dh-python,pybuild-plugin-pyproject,python3-all,python3-setuptools,python3-docutils,python3-yaml,python3-pytest,python3-hypothesis,python3-pyroute2,python3-iptables,python3-prometheus-client,lintian
 CACHE=${SYSRQ_ROOT_CACHE:-/var/cache/sysrq-appliance/roots}
 here=$(cd "$(dirname "$0")" && pwd)
 # The mirror (or proxy) this machine's apt uses, unless SYSRQ_ROOT_MIRROR names one.
@@ -146,12 +146,16 @@ if [ "${1:-}" = __install ]; then   # __install RELEASE BASE WORK DEBS DEB DEB2 
     deps="$(dpkg-deb -f "$deb" Depends), netfilter-persistent, python3-pytest, python3-hypothesis"   # our plugin; debian/tests
     run_logged offline "${apt[@]}" satisfy -y --no-download --no-install-recommends "$deps" \
         || { record "$release" "install dependencies" FAIL "apt-get satisfy '$deps' (log: $log)"; exit 0; }
+    # /etc/group- and /etc/gshadow- are the shadow tools' backups of the last change (our
+    # operators' group, added by postinst and removed by purge): left out.
     snapshot() {
         offline sh -c 'find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run \
                 -o -path /tmp -o -path /srv/debs -o -path /var/lib/dpkg -o -path /var/lib/apt \
                 -o -path /var/cache/apt -o -path /var/cache/debconf -o -path /var/cache/man \
-                -o -path /var/cache/ldconfig -o -path /var/log \) -prune \
-                -o -printf "%p %y %m %u:%g\n"; find /etc -xdev -type f -exec md5sum {} +' | sort
+                -o -path /var/cache/ldconfig -o -path /var/log -o -path /etc/group- \
+                -o -path /etc/gshadow- \) -prune \
+                -o -printf "%p %y %m %u:%g\n"; find /etc -xdev -type f ! -path /etc/group- \
+                ! -path /etc/gshadow- -exec md5sum {} +' | sort
     }
     snapshot >"$work/before"
 
@@ -192,6 +196,10 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
              /usr/lib/systemd/system/sysrq-appliance.service \
              /usr/lib/systemd/system/sysrq-appliance-reapply.timer \
              /usr/lib/systemd/system/sysrq-appliance-reapply.service \
+             /usr/lib/systemd/system/sysrq-appliance-helper.socket \
+             /usr/lib/systemd/system/sysrq-appliance-helper.service \
+             /usr/lib/systemd/system/sysrq-appliance-check.timer \
+             /usr/lib/systemd/system/sysrq-appliance-check.service \
              /usr/lib/systemd/system/nftables.service.d/sysrq-appliance.conf \
              /usr/lib/systemd/system/netfilter-persistent.service.d/sysrq-appliance.conf \
              /usr/libexec/sysrq-appliance/rearm \
@@ -202,7 +210,13 @@ config.load("/etc/sysrq-appliance/appliance.yaml.example", check_secrets=False)'
     done
     check "files installed" "${missing:+missing:}${missing:-CLI, man page, completion, units, drop-ins, re-arm hook, plugin, README.Debian, enabled}" [ -z "$missing" ]
     verify=$(offline systemd-analyze verify --man=no sysrq-appliance.service sysrq-appliance-reapply.timer \
-                 sysrq-appliance-reapply.service 2>&1) && rc=0 || rc=$?
+                 sysrq-appliance-reapply.service sysrq-appliance-helper.socket \
+                 sysrq-appliance-helper.service sysrq-appliance-check.timer \
+                 sysrq-appliance-check.service 2>&1) && rc=0 || rc=$?
+    group=$(offline getent group sysrq-operators || true)
+    check "operators' group" "${group:-missing}" eval 'grep -qE "^sysrq-operators:x:[0-9]+:$" <<<"$group"'
+    enabled=$(offline sh -c 'ls /etc/systemd/system/*.wants/ 2>/dev/null' | grep -E "helper|check" || true)
+    check "helper socket and check timer off" "${enabled:-not enabled}" [ -z "$enabled" ]
     check "systemd-analyze verify" "systemd $(offline dpkg-query -W -f '${Version}' systemd): ${verify:-clean}" \
         eval '[ "$rc" = 0 ] && [ -z "$verify" ]'
     # netfilter-persistent runs our plugin whenever it loads rules, also when called directly

@@ -26,6 +26,7 @@ PACKAGES=(
     linux-image-amd64 initramfs-tools kmod util-linux procps
     iproute2 iptables iputils-ping strace
     python3 python3-pyroute2 python3-iptables python3-yaml python3-pytest
+    python3-systemd python3-prometheus-client
     xtables-addons-common
 )
 BUILD_ONLY=(xtables-addons-dkms linux-headers-amd64)   # purged after the DKMS build

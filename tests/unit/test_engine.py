@@ -154,16 +154,20 @@ def test_status_of_a_target_in_sync():
     cfg = target_config()
     want = desired(cfg)
     chain = in_sync(want).chains[4]
-    chain = dataclasses.replace(chain, counters=((5, 300), (2, 80)))
+    chain = dataclasses.replace(chain, counters=((1, 28), (5, 300), (2, 80)))
     result = _status(cfg, want, in_sync(want, chains={4: chain, 6: None}))
     assert result["in_sync"] and result["drift"] == [] and result["password_set"]
+    assert result["peers"][0]["probe"] == {"present": True, "packets": 1}
     assert result["peers"][0]["rule"] == {"present": True, "packets": 5}
     assert result["drop_rule"] == {"present": True, "packets": 2}
+    assert result["armed"] == {"module": True, "password": True, "chain": True, "tunnel": True,
+                               "all": True}
     assert result["module"] == {"loaded": True, "hash": "sha1", "xtables_addons": "3.27"}
     text = status.render_text(result)
     assert "xt_SYSRQ: loaded, hash sha1, xtables-addons 3.27" in text
     assert "kernel.sysrq: 176 (sync, remount, reboot); config wants 176" in text
-    assert "rule: 5 request(s) reached xt_SYSRQ" in text
+    assert "rule: 5 request(s) reached xt_SYSRQ; probe: 1 answered" in text
+    assert "armed: yes (module, password, chain and tunnel as configured)" in text
     assert text.endswith("in sync with the config")
 
 
@@ -176,7 +180,10 @@ def test_status_of_a_fresh_target_lists_the_drift_and_what_is_missing():
     assert result["peers"][0]["policies"] == {"in": False, "out": False}
     text = status.render_text(result)
     assert f"peer admin1 ({SENDER}): SA in 0x5a000101 MISSING, out 0x5a000102 MISSING" in text
-    assert "rule MISSING" in text and "password set: no" in text
+    assert "rule MISSING; probe rule MISSING" in text and "password set: no" in text
+    assert result["armed"] == {"module": False, "password": False, "chain": False,
+                               "tunnel": False, "all": False}
+    assert "armed: NO: module, password, chain, tunnel not as configured" in text
     assert "drift from the config (run 'sysrq-appliance apply'):\n  load kernel module" in text
 
 
@@ -262,9 +269,11 @@ def test_status_counts_a_rule_only_when_it_is_the_one_the_config_wants():
     want = desired(cfg)                         # target ACCEPT (recorded.desired)
     other = dataclasses.replace(want.chain, target="SYSRQ")
     chain = dataclasses.replace(in_sync(want).chains[4], lines=tuple(firewall.render(other)),
-                                counters=((7, 100), (3, 60)))
+                                counters=((1, 28), (7, 100), (3, 60)))
     result = _status(cfg, want, in_sync(want, chains={4: chain, 6: None}))
     assert result["peers"][0]["rule"] == {"present": False, "packets": 0}
+    assert result["peers"][0]["probe"] == {"present": True, "packets": 1}
+    assert result["armed"]["chain"] is False and result["armed"]["module"] is True
     assert result["drop_rule"] == {"present": True, "packets": 3}
     assert result["drift"] == ["install IPv4 chain SYSRQ-APPLIANCE (1 peer rule(s))"]
 

@@ -15,12 +15,21 @@ V6 = fw.ChainSpec(6, (fw.PeerRule("2001:DB8:0:0::1", "2001:db8::7", 9),), 9)
 def test_v4_with_and_without_mac():
     assert fw.render(V4) == [
         "-A SYSRQ-APPLIANCE -s 10.10.25.1/32 -d 10.10.25.7/32 -p udp -m udp --dport 9"
+        " -m length --length 28 -m policy --dir in --pol ipsec --proto esp --mode tunnel"
+        " --tunnel-dst 10.10.25.7 --tunnel-src 10.10.25.1"
+        " -m mac --mac-source aa:bb:cc:dd:ee:0f"
+        " -j REJECT --reject-with icmp-port-unreachable",
+        "-A SYSRQ-APPLIANCE -s 10.10.25.1/32 -d 10.10.25.7/32 -p udp -m udp --dport 9"
         " -m policy --dir in --pol ipsec --proto esp --mode tunnel"
         " --tunnel-dst 10.10.25.7 --tunnel-src 10.10.25.1"
         " -m mac --mac-source aa:bb:cc:dd:ee:0f"
         " -m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20"
         " --hashlimit-mode srcip,srcport --hashlimit-name sysrq-appliance"
         " --hashlimit-htable-expire 10000 -j SYSRQ",
+        "-A SYSRQ-APPLIANCE -s 10.10.25.2/32 -d 10.10.25.7/32 -p udp -m udp --dport 9"
+        " -m length --length 28 -m policy --dir in --pol ipsec --proto esp --mode tunnel"
+        " --tunnel-dst 10.10.25.7 --tunnel-src 10.10.25.2"
+        " -j REJECT --reject-with icmp-port-unreachable",
         "-A SYSRQ-APPLIANCE -s 10.10.25.2/32 -d 10.10.25.7/32 -p udp -m udp --dport 9"
         " -m policy --dir in --pol ipsec --proto esp --mode tunnel"
         " --tunnel-dst 10.10.25.7 --tunnel-src 10.10.25.2"
@@ -34,6 +43,10 @@ def test_v4_with_and_without_mac():
 def test_v6_host_prefix_and_canonical_addresses():
     assert fw.render(V6) == [
         "-A SYSRQ-APPLIANCE -s 2001:db8::1/128 -d 2001:db8::7/128 -p udp -m udp --dport 9"
+        " -m length --length 48 -m policy --dir in --pol ipsec --proto esp --mode tunnel"
+        " --tunnel-dst 2001:db8::7 --tunnel-src 2001:db8::1"
+        " -j REJECT --reject-with icmp6-port-unreachable",
+        "-A SYSRQ-APPLIANCE -s 2001:db8::1/128 -d 2001:db8::7/128 -p udp -m udp --dport 9"
         " -m policy --dir in --pol ipsec --proto esp --mode tunnel"
         " --tunnel-dst 2001:db8::7 --tunnel-src 2001:db8::1"
         " -m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20"
@@ -46,6 +59,10 @@ def test_v6_host_prefix_and_canonical_addresses():
 def test_drop_other_false_and_injected_target():
     spec = fw.ChainSpec(4, (ADMIN2,), 9, drop_other=False, target="SRA-COUNT")
     assert fw.render(spec) == [
+        "-A SYSRQ-APPLIANCE -s 10.10.25.2/32 -d 10.10.25.7/32 -p udp -m udp --dport 9"
+        " -m length --length 28 -m policy --dir in --pol ipsec --proto esp --mode tunnel"
+        " --tunnel-dst 10.10.25.7 --tunnel-src 10.10.25.2"
+        " -j REJECT --reject-with icmp-port-unreachable",
         "-A SYSRQ-APPLIANCE -s 10.10.25.2/32 -d 10.10.25.7/32 -p udp -m udp --dport 9"
         " -m policy --dir in --pol ipsec --proto esp --mode tunnel"
         " --tunnel-dst 10.10.25.7 --tunnel-src 10.10.25.2"
@@ -184,8 +201,12 @@ def test_restore_scripts_refuse_control_characters():
     fw.ChainSpec(6, (fw.PeerRule("2001:db8::1", "2001:db8::7", 4000),), 4000, False, "ACCEPT"),
 ])
 def test_every_line_we_render_parses_back_into_its_rule(spec):
-    rules = tuple((fw.PeerRule(r.peer, r.local, r.port, r.mac and r.mac.lower()), spec.target)
-                  for r in spec.rules) + ((fw.DropRule(spec.port),) if spec.drop_other else ())
+    rules = ()
+    for r in spec.rules:
+        mac = r.mac and r.mac.lower()
+        peer = fw.PeerRule(r.peer, r.local, r.port, mac)
+        rules += (fw.ProbeRule(peer), (peer, spec.target))
+    rules += (fw.DropRule(spec.port),) if spec.drop_other else ()
     observed = fw.ObservedChain(spec.family, tuple(fw.render(spec)), ((0, 0),) * len(rules), True, 1)
     assert observed.rules == rules
 
@@ -195,8 +216,12 @@ def test_every_line_we_render_parses_back_into_its_rule(spec):
     "-A SYSRQ-APPLIANCE -p udp -m udp --dport 9 -j ACCEPT",
     "-A SYSRQ-APPLIANCE -p tcp -m tcp --dport 9 -j DROP",
     # ours with one option changed: the hashlimit rate
-    fw.render(fw.ChainSpec(4, (ADMIN1,), 9))[0].replace("10/sec", "99/sec"),
+    fw.render(fw.ChainSpec(4, (ADMIN1,), 9))[1].replace("10/sec", "99/sec"),
     # ours, but read as the other family's table
+    fw.render(fw.ChainSpec(6, (fw.PeerRule("2001:db8::1", "2001:db8::7", 9),), 9))[1],
+    # a probe rule with another length (a request could have it), or the IPv6 answer
+    fw.render(fw.ChainSpec(4, (ADMIN1,), 9))[0].replace("--length 28", "--length 60"),
+    fw.render(fw.ChainSpec(4, (ADMIN1,), 9))[0].replace("icmp-port", "icmp6-port"),
     fw.render(fw.ChainSpec(6, (fw.PeerRule("2001:db8::1", "2001:db8::7", 9),), 9))[0],
 ])
 def test_a_line_we_would_not_write_parses_to_none(line):
@@ -208,12 +233,27 @@ def test_rule_parts_are_the_one_rendering_of_a_peer_rule():
     option python-iptables is given (an attribute per `--option`) appears in that text."""
     parts = fw.rule_parts(ADMIN1, 4, "SYSRQ")
     line = fw.save_line(parts)
-    assert line == fw.render(fw.ChainSpec(4, (ADMIN1,), 9))[0]
+    assert line == fw.render(fw.ChainSpec(4, (ADMIN1,), 9))[1]
     assert [m.name for m in parts.matches] == ["udp", "policy", "mac", "hashlimit"]
     for match in parts.matches:
         assert f"-m {match.name} " + " ".join(f"--{o} {v}" for o, v in match.options) in line
     assert fw.save_line(fw.rule_parts(fw.DropRule(9), 4)) == \
         "-A SYSRQ-APPLIANCE -p udp -m udp --dport 9 -j DROP"
+    probe = fw.rule_parts(fw.ProbeRule(fw.PeerRule("10.10.25.1", "10.10.25.7", 9)), 4)
+    assert [m.name for m in probe.matches] == ["udp", "length", "policy"]
+    assert (probe.target, probe.target_options) == ("REJECT", (("reject-with",
+                                                                 "icmp-port-unreachable"),))
+    assert fw.save_line(probe) == fw.render(fw.ChainSpec(4, (ADMIN2,), 9))[0].replace(
+        "10.10.25.2", "10.10.25.1")
+
+
+def test_the_probe_is_shorter_than_any_request():
+    """An empty UDP datagram is the only thing the probe rule takes: the shortest request
+    (the plain wire: one key and a 1-character password) is 2 bytes, a hashed one longer."""
+    from sysrq_appliance import wire
+    assert len(wire.build_plain("h", b"p")) == 2
+    assert len(wire.build("h", 1, "a", "10.10.25.7", b"p", "sha1").encode()) > 40
+    assert fw.PROBE_LENGTH == {4: 20 + 8, 6: 40 + 8}
 
 
 def test_the_xtables_lock_waits_through_the_one_lock_helper(tmp_path, monkeypatch):

@@ -3,12 +3,24 @@
 Everything we own lives in table filter, for IPv4 and IPv6 alike:
 
     -A INPUT -j SYSRQ-APPLIANCE                       exactly one, at the top of INPUT
+    -A SYSRQ-APPLIANCE -s PEER/32 -d LOCAL/32 -p udp -m udp --dport 9 -m length --length 28
+       -m policy --dir in --pol ipsec --proto esp --mode tunnel --tunnel-dst LOCAL
+       --tunnel-src PEER [-m mac --mac-source MAC] -j REJECT --reject-with icmp-port-unreachable
+                                                      the health probe, per peer, first
     -A SYSRQ-APPLIANCE -s PEER/32 -d LOCAL/32 -p udp -m udp --dport 9 -m policy --dir in
        --pol ipsec --proto esp --mode tunnel --tunnel-dst LOCAL --tunnel-src PEER
        [-m mac --mac-source MAC] -m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20
        --hashlimit-mode srcip,srcport --hashlimit-name sysrq-appliance
        --hashlimit-htable-expire 10000 -j SYSRQ
     -A SYSRQ-APPLIANCE -p udp -m udp --dport 9 -j DROP    every other packet to the port
+
+The probe (`check` on the admin host) is a UDP datagram with no payload, which no request
+can be: the shortest, on the plain wire, is 2 bytes, a hashed one over 40. Its IP length is
+the header and 8 bytes of UDP (28 for IPv4, 48 for IPv6: a header with options or extension
+headers is longer, so the length alone says "empty"). Arriving through the tunnel it is
+rejected with ICMP port-unreachable, which leaves through the same out-policy as a
+confirmation: SAs, policies, our chain and its jump and the policy match are proven, and
+xt_SYSRQ never sees it (no SysRq function, no kernel log line).
 
 `render()` produces these lines exactly as `iptables-save` prints them, so one string list
 serves to write the chain (nft backend) and to check what the kernel holds (both backends).
@@ -40,6 +52,10 @@ LIMIT_NAME = "sysrq-appliance"
 # that libxt_hashlimit computes in its final check (the kernel then refuses expire 0).
 LIMIT_EXPIRE_MS = 10000
 
+# A probe's IP length: header + UDP header, no payload (see above).
+PROBE_LENGTH = {4: 28, 6: 48}
+REJECT_WITH = {4: "icmp-port-unreachable", 6: "icmp6-port-unreachable"}
+
 _TARGET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,28}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _COUNTED_RULE = re.compile(r"\[(\d+):(\d+)\] (-A (\S+)( .*)?)")
@@ -57,6 +73,14 @@ class PeerRule:
     local: str
     port: int
     mac: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeRule:
+    """The health probe from the sender of `of` (the same addresses, port and MAC),
+    answered (REJECT) before it can reach that PeerRule's SYSRQ."""
+
+    of: PeerRule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +118,8 @@ class ObservedChain:
 
     @property
     def rules(self) -> tuple:
-        """Each line as the rule value it renders from — (PeerRule, target) or DropRule —
-        or None for a line we never write."""
+        """Each line as the rule value it renders from — (PeerRule, target), ProbeRule or
+        DropRule — or None for a line we never write."""
         return tuple(parse_rule(line, self.family) for line in self.lines)
 
 
@@ -120,10 +144,18 @@ def render(spec: ChainSpec) -> list[str]:
         raise InputError(f"firewall: address family must be 4 or 6, not {spec.family!r}")
     if not _TARGET_NAME.fullmatch(spec.target):
         raise InputError(f"firewall: bad target name {spec.target!r}")
-    lines = [rule_line(rule, spec.family, spec.target) for rule in spec.rules]
+    return [rule_line(rule, spec.family, spec.target) for rule in chain_rules(spec)]
+
+
+def chain_rules(spec: ChainSpec) -> list:
+    """The rule values of our chain in order: per peer its probe, then its trigger; the
+    drop rule last."""
+    rules = []
+    for peer in spec.rules:
+        rules += [ProbeRule(peer), peer]
     if spec.drop_other:
-        lines.append(rule_line(DropRule(spec.port), spec.family))
-    return lines
+        rules.append(DropRule(spec.port))
+    return rules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,20 +177,30 @@ class RuleParts:
     protocol: str
     matches: tuple[Match, ...]
     target: str
+    target_options: tuple[tuple[str, str], ...] = ()
 
 
 def rule_parts(rule, family: int, target: str = "SYSRQ") -> RuleParts:
-    """A PeerRule (jumping to `target`) or a DropRule, checked, as RuleParts."""
+    """A PeerRule (jumping to `target`), a ProbeRule or a DropRule, checked, as RuleParts."""
     if isinstance(rule, DropRule):
         return RuleParts(None, None, "udp", (Match("udp", (("dport", str(_port(rule.port))),)),),
                          "DROP")
+    probe = isinstance(rule, ProbeRule)
+    if probe:
+        rule = rule.of
     peer, local = _address(rule.peer, family), _address(rule.local, family)
     host = 32 if family == 4 else 128
-    matches = [Match("udp", (("dport", str(_port(rule.port))),)),
-               Match("policy", (("dir", "in"), ("pol", "ipsec"), ("proto", "esp"),
-                                ("mode", "tunnel"), ("tunnel-dst", local), ("tunnel-src", peer)))]
+    matches = [Match("udp", (("dport", str(_port(rule.port))),))]
+    if probe:
+        matches.append(Match("length", (("length", str(PROBE_LENGTH[family])),)))
+    matches.append(Match("policy", (("dir", "in"), ("pol", "ipsec"), ("proto", "esp"),
+                                    ("mode", "tunnel"), ("tunnel-dst", local),
+                                    ("tunnel-src", peer))))
     if rule.mac is not None:
         matches.append(Match("mac", (("mac-source", _mac(rule.mac)),)))
+    if probe:
+        return RuleParts(f"{peer}/{host}", f"{local}/{host}", "udp", tuple(matches), "REJECT",
+                         (("reject-with", REJECT_WITH[family]),))
     matches.append(Match("hashlimit", (
         ("hashlimit-upto", RATE), ("hashlimit-burst", str(BURST)),
         ("hashlimit-mode", LIMIT_MODE), ("hashlimit-name", LIMIT_NAME),
@@ -175,12 +217,14 @@ def save_line(parts: RuleParts) -> str:
     for match in parts.matches:
         words.append(f"-m {match.name}")
         words += [f"--{option} {value}" for option, value in match.options]
-    return " ".join(words + [f"-j {parts.target}"])
+    words.append(f"-j {parts.target}")
+    words += [f"--{option} {value}" for option, value in parts.target_options]
+    return " ".join(words)
 
 
 def rule_line(rule, family: int, target: str = "SYSRQ") -> str:
-    """One rule value as its `iptables-save` line: a PeerRule (jumping to `target`) or a
-    DropRule. render() of a whole chain is made of these."""
+    """One rule value as its `iptables-save` line: a PeerRule (jumping to `target`), a
+    ProbeRule or a DropRule. render() of a whole chain is made of these."""
     return save_line(rule_parts(rule, family, target))
 
 
@@ -188,15 +232,24 @@ _PEER_LINE = re.compile(
     rf"-A {re.escape(CHAIN)} -s (?P<peer>[0-9a-f.:]+)/(?:32|128) -d (?P<local>[0-9a-f.:]+)/(?:32|128)"
     r" -p udp -m udp --dport (?P<port>[0-9]{1,5}) -m policy .*?"
     r"(?: -m mac --mac-source (?P<mac>[0-9a-f:]{17}))? -m hashlimit .* -j (?P<target>\S+)")
+_PROBE_LINE = re.compile(
+    rf"-A {re.escape(CHAIN)} -s (?P<peer>[0-9a-f.:]+)/(?:32|128) -d (?P<local>[0-9a-f.:]+)/(?:32|128)"
+    r" -p udp -m udp --dport (?P<port>[0-9]{1,5}) -m length --length [0-9]+ -m policy .*?"
+    r"(?: -m mac --mac-source (?P<mac>[0-9a-f:]{17}))? -j REJECT --reject-with \S+")
 _DROP_LINE = re.compile(rf"-A {re.escape(CHAIN)} -p udp -m udp --dport (?P<port>[0-9]{{1,5}}) -j DROP")
 
 
 def parse_rule(line: str, family: int):
-    """The rule value `line` renders from: (PeerRule, target), DropRule, or None when the
-    line is not exactly what rule_line would write for it (someone else's, or altered)."""
+    """The rule value `line` renders from: (PeerRule, target), ProbeRule, DropRule, or None
+    when the line is not exactly what rule_line would write for it (someone else's, or
+    altered)."""
     try:
         if match := _DROP_LINE.fullmatch(line):
             rule = DropRule(int(match["port"]))
+            return rule if rule_line(rule, family) == line else None
+        if match := _PROBE_LINE.fullmatch(line):
+            rule = ProbeRule(PeerRule(match["peer"], match["local"], int(match["port"]),
+                                      match["mac"]))
             return rule if rule_line(rule, family) == line else None
         if match := _PEER_LINE.fullmatch(line):
             rule = PeerRule(match["peer"], match["local"], int(match["port"]), match["mac"])

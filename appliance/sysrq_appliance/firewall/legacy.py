@@ -15,8 +15,8 @@ import contextlib
 import fcntl
 import os
 
-from sysrq_appliance.firewall import (CHAIN, LEGACY, ChainBackend, ChainSpec, DropRule,
-                                      FirewallError, ObservedChain, RuleParts, jump_in_place,
+from sysrq_appliance.firewall import (CHAIN, LEGACY, ChainBackend, ChainSpec, FirewallError,
+                                      ObservedChain, RuleParts, chain_rules, jump_in_place,
                                       rule_parts)
 from sysrq_appliance import lock
 from sysrq_appliance.firewall import iptc_compat
@@ -39,12 +39,9 @@ class LegacyBackend(ChainBackend):
             else:
                 table.flush_entries(CHAIN)
             chain = iptc.Chain(table, CHAIN)
-            for peer in spec.rules:
-                chain.append_rule(_rule(iptc, spec.family, rule_parts(peer, spec.family,
-                                                                       spec.target)))
-            if spec.drop_other:
+            for rule in chain_rules(spec):
                 chain.append_rule(_rule(iptc, spec.family,
-                                        rule_parts(DropRule(spec.port), spec.family)))
+                                        rule_parts(rule, spec.family, spec.target)))
             if not jump_in_place(before):
                 _delete_jumps(iptc, table, before)
                 iptc.Chain(table, "INPUT").insert_rule(_jump_rule(iptc, spec.family))
@@ -92,7 +89,10 @@ def _rule(iptc, family: int, parts: RuleParts):
         created = iptc_compat.create_match(rule, match.name)   # policy: issue 290
         for option, value in match.options:
             setattr(created, option.replace("-", "_"), value)
-    rule.target = iptc.Target(rule, parts.target)
+    target = iptc.Target(rule, parts.target)
+    for option, value in parts.target_options:
+        setattr(target, option.replace("-", "_"), value)
+    rule.target = target
     return rule
 
 

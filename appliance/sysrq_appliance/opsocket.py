@@ -1,0 +1,115 @@
+"""The operators' socket: how `send` run by a non-root operator reaches the root helper.
+
+A non-root user can neither read the keys and passwords nor require IPsec on a socket
+(IP_XFRM_POLICY needs CAP_NET_ADMIN), so `send` hands its arguments to the helper
+(helper.py), which runs as root, and prints what comes back. One request per connection,
+on an AF_UNIX SOCK_SEQPACKET socket (every message arrives whole or not at all):
+
+    request   b"send\\0" + each argument of `send` + b"\\0"     one message, at most 4096 bytes
+    answers   b"o" + a line for stdout, b"e" + a line for stderr (UTF-8, no newline),
+              then b"x" + the exit code
+
+The arguments are those of `sysrq-appliance send` (TARGET, KEYS or --sequence, --count,
+--wait), parsed by the helper with the same definitions and messages as the CLI's own.
+"""
+
+import errno
+import grp
+import os
+import socket
+
+from sysrq_appliance.errors import ApplianceError, InputError
+
+DEFAULT_PATH = "/run/sysrq-appliance/operators.sock"
+GROUP = "sysrq-operators"
+VERB = "send"
+MAX_REQUEST = 4096      # bytes of one request: the longest useful one is far shorter
+MAX_ANSWER = 65536      # bytes of one answer message (a line)
+STDOUT, STDERR, EXIT = b"o", b"e", b"x"
+
+
+def operator_argv(target, keys, sequence, count, wait):
+    """`send`'s arguments as the helper parses them (options first, `=` forms, positionals
+    after `--`: a value starting with '-' cannot be taken for an option)."""
+    argv = [f"--count={count}", f"--wait={wait:g}"]
+    if sequence is not None:
+        argv.append(f"--sequence={sequence}")
+    return argv + ["--", target] + ([keys] if keys is not None else [])
+
+
+def encode_request(argv):
+    data = b"".join(os.fsencode(a) + b"\0" for a in [VERB, *argv])
+    if len(data) > MAX_REQUEST:
+        raise InputError(f"send: the arguments are longer than {MAX_REQUEST} bytes; "
+                         "shorten them")
+    return data
+
+
+def decode_request(data):
+    """The arguments of one request message, or InputError naming what is wrong."""
+    if len(data) > MAX_REQUEST:
+        raise InputError(f"request: longer than {MAX_REQUEST} bytes; refused")
+    if not data.endswith(b"\0"):
+        raise InputError("request: not NUL-terminated arguments; refused")
+    verb, *argv = data[:-1].split(b"\0")
+    if verb != VERB.encode():
+        raise InputError(f"request: the helper only sends; {_excerpt(verb)} refused")
+    return [os.fsdecode(a) for a in argv]
+
+
+def _excerpt(raw):
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def group_of(path):
+    """The name of the group the socket file belongs to (the operators' group)."""
+    gid = os.stat(path).st_gid
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def not_a_member(user, group, path):
+    """The one line a user outside the operators' group gets, from the CLI or the helper."""
+    return (f"send: {user} may not send: only root and members of group {group} may (through "
+            f"{path}); ask an admin to run 'adduser {user} {group}', then log in again")
+
+
+def not_listening(path, why):
+    return ApplianceError(f"send: not root, and the operators' helper is not listening on {path} "
+                          f"({why}); run as root, or have an admin run 'systemctl enable --now "
+                          "sysrq-appliance-helper.socket'")
+
+
+def request(path, argv, out, err, user):
+    """Send one request to the helper at `path`; print its lines through `out`/`err`;
+    return its exit code."""
+    data = encode_request(argv)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        try:
+            sock.connect(path)
+        except PermissionError:
+            raise InputError(not_a_member(user, group_of(path), path)) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.ENOTDIR,
+                             errno.EPROTOTYPE):
+                raise not_listening(path, exc.strerror) from None
+            raise
+        sock.send(data)
+        while True:
+            try:
+                message = sock.recv(MAX_ANSWER)
+            except ConnectionResetError:
+                message = b""
+            kind, text = message[:1], message[1:].decode("utf-8", "replace")
+            if kind == STDOUT:
+                out(text)
+            elif kind == STDERR:
+                err(text)
+            elif kind == EXIT and text.isdigit():
+                return int(text)
+            else:
+                raise ApplianceError("send: the operators' helper ended without an answer; "
+                                     "see 'journalctl -u sysrq-appliance-helper'")

@@ -1,0 +1,184 @@
+"""Operators and the audit trail, for real: a `sysrq-appliance helper` process in the
+sender's namespace, handed its listening socket as systemd hands it (fd 3, LISTEN_FDS), a
+client running `send` as nobody (with or without a throwaway operators' group id), and the
+journal entries libsystemd writes, read from a socket of our own (tests/lib/journal_sink.py).
+
+This host's kernel has no ESP, so a send ends with the kernel refusing plaintext (exit 1):
+through the helper it must end exactly as root's own send does, line for line, and nothing
+may reach the target. With ESP (the real-kernel tier) the operator's `h` is confirmed.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from appliance_env import Installation, env, make_bundle
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "lib"))
+from journal_sink import JournalSink  # noqa: E402
+from operators import NOBODY, Helper, remove_socket_dir, socket_dir, unused_gid  # noqa: E402
+
+PYTHON = "/usr/bin/python3"
+
+
+class Setup:
+    def __init__(self, linked, tmp_path, mode=0o660, esp=False):
+        self.sender_ns, self.target_ns = linked
+        bundle = make_bundle(tmp_path)
+        self.sender = Installation(self.sender_ns, tmp_path, "sender", bundle=bundle)
+        self.target = Installation(self.target_ns, tmp_path, "target", bundle=bundle)
+        self.sink = JournalSink(tmp_path)
+        self.gid = unused_gid()
+        self.dir = socket_dir()
+        self.helper = Helper(self.dir, self.sender.config, self.sender.state, self.gid, mode,
+                             prefix=("ip", "netns", "exec", self.sender_ns.name,
+                                     *self.sink.wrap()))
+        self.secrets = [p.read_bytes() for p in self.sender.etc.rglob("*")
+                        if p.is_file() and p.parent.name in ("keys", "passwords")]
+
+    def root_send(self, *argv):
+        """root's own `send` in the sender's namespace, its journal entries to the sink."""
+        return subprocess.run(["ip", "netns", "exec", self.sender_ns.name, *self.sink.wrap(),
+                               PYTHON, "-m", "sysrq_appliance", "--config",
+                               str(self.sender.config), "--state-dir", str(self.sender.state),
+                               "send", *argv], capture_output=True, env=env())
+
+    def operator_send(self, *argv, member=True):
+        return self.helper.client("send", *argv, user=NOBODY,
+                                  groups=[self.gid] if member else [])
+
+    def udp9_at_target(self):
+        counted = self.target_ns.run("iptables", "-L", "INPUT", "-v", "-x", "-n").stdout
+        return int(counted.splitlines()[2].split()[0])
+
+    def close(self):
+        out, err = self.helper.stop()
+        remove_socket_dir(self.dir)
+        self.sink.close()
+        return out, err
+
+
+@pytest.fixture
+def setup(linked_netns, tmp_path):
+    s = Setup(linked_netns, tmp_path)
+    s.target_ns.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9")   # a counter
+    yield s
+    out, err = s.close()
+    assert err == "" and out == "", "the helper printed something: " + out + err
+
+
+def field(entry, name):
+    return entry[name].decode()
+
+
+def test_root_send_is_one_audit_entry_per_request_and_never_a_secret(setup):
+    done = setup.root_send("web1", "h")
+    assert done.returncode == 1
+    (entry,) = setup.sink.entries()
+    assert {k: field(entry, k) for k in ("SYSRQ_UID", "SYSRQ_USER", "SYSRQ_VIA", "SYSRQ_TARGET",
+                                          "SYSRQ_TARGET_ADDRESS", "SYSRQ_ADMIN_ADDRESS",
+                                          "SYSRQ_KEYS", "SYSRQ_OUTCOME", "PRIORITY")} == {
+        "SYSRQ_UID": "0", "SYSRQ_USER": "root", "SYSRQ_VIA": "root", "SYSRQ_TARGET": "web1",
+        "SYSRQ_TARGET_ADDRESS": "10.10.25.7", "SYSRQ_ADMIN_ADDRESS": "10.10.25.1",
+        "SYSRQ_KEYS": "h", "SYSRQ_OUTCOME": "not-sent", "PRIORITY": "4"}
+    assert "sysrq-appliance: " + field(entry, "SYSRQ_DETAIL") == done.stderr.decode().strip()
+    seqno = int(field(entry, "SYSRQ_SEQNO"))
+    assert seqno == int((setup.sender.state / "seqno.web1").read_text().split()[0])
+    assert field(entry, "SYSRQ_ADMIN_HOST") == os.uname().nodename
+
+    masked = setup.root_send("web1", "w")          # dump: outside the target's allow list
+    assert masked.returncode == 2
+    refused = setup.sink.entries()[1]
+    assert field(refused, "SYSRQ_OUTCOME") == "refused" and "SYSRQ_SEQNO" not in refused
+    assert "sysrq-appliance: " + field(refused, "SYSRQ_DETAIL") == masked.stderr.decode().strip()
+    dry = setup.root_send("web1", "h", "--dry-run")
+    assert dry.returncode == 0 and len(setup.sink.entries()) == 2   # a dry run sends nothing
+    for secret in setup.secrets:
+        assert all(secret not in datagram for datagram in setup.sink.raw)
+
+
+@pytest.mark.parametrize("argv", [
+    ["web1", "h"],
+    ["web1", "h", "--count", "3", "--wait", "0.2"],
+    ["web1", "--sequence", "reboot-safely"],
+    ["web1", "w"],                      # masked: refused before sending
+    ["web9", "h"],                      # not a peer
+    ["10.10.25.7", "h!"],               # not a key
+], ids=lambda argv: " ".join(argv))
+def test_a_member_sends_through_the_helper_with_roots_lines_and_codes(setup, argv):
+    root = setup.root_send(*argv)
+    operator = setup.operator_send(*argv)
+    assert (operator.returncode, operator.stdout, operator.stderr) == \
+        (root.returncode, root.stdout, root.stderr)
+    assert len(operator.stderr.decode().splitlines()) == 1
+    assert setup.udp9_at_target() == 0     # no ESP here: nothing ever left in plaintext
+    entries = setup.sink.entries()
+    theirs = [e for e in entries if e["SYSRQ_VIA"] == b"helper"]
+    assert len(theirs) == len(entries) - len(theirs) == 1
+    assert field(theirs[0], "SYSRQ_UID") == str(NOBODY)
+    assert field(theirs[0], "SYSRQ_USER") == "nobody"
+    assert int(field(theirs[0], "SYSRQ_CALLER_PID")) > 1
+    for key in ("SYSRQ_TARGET", "SYSRQ_KEYS", "SYSRQ_SEQUENCE", "SYSRQ_OUTCOME"):
+        mine = [e for e in entries if e["SYSRQ_VIA"] == b"root"][0]
+        assert theirs[0].get(key) == mine.get(key), key
+
+
+def test_a_non_member_is_refused_in_one_line_by_the_sockets_mode(setup):
+    done = setup.operator_send("web1", "h", member=False)
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.decode() == (
+        f"sysrq-appliance: send: nobody may not send: only root and members of group "
+        f"{setup.gid} may (through {setup.helper.path}); ask an admin to run 'adduser nobody "
+        f"{setup.gid}', then log in again\n")
+    assert setup.sink.entries() == []      # the kernel refused the connection
+
+
+def test_the_helper_checks_the_callers_credentials_itself(linked_netns, tmp_path):
+    """With the socket's mode loosened by mistake, SO_PEERCRED still keeps a non-member
+    out: the same line, and an audit entry of the refusal."""
+    setup = Setup(linked_netns, tmp_path, mode=0o666)
+    try:
+        stranger = setup.operator_send("web1", "h", member=False)
+        member = setup.operator_send("web1", "w")
+        entries = setup.sink.entries()
+    finally:
+        setup.close()
+    assert stranger.returncode == 2 and stranger.stderr.decode().startswith(
+        "sysrq-appliance: send: nobody may not send: only root and members of group")
+    assert member.returncode == 2 and b"allows only" in member.stderr
+    refused, masked = entries
+    assert field(refused, "SYSRQ_OUTCOME") == "refused" and "SYSRQ_TARGET" not in refused
+    assert field(refused, "SYSRQ_UID") == str(NOBODY)
+    assert field(masked, "SYSRQ_TARGET") == "web1"
+
+
+def test_a_silent_client_and_a_flood_are_refused_and_the_helper_serves_on(setup):
+    silent, _ = setup.helper.raw(b"NOTHING", user=NOBODY, groups=[setup.gid])
+    assert silent == [b"esysrq-appliance: request: none within 5 s; refused", b"x2"]
+    flood, _ = setup.helper.raw(b"send\0" + b"x" * 100000 + b"\0", user=NOBODY,
+                                groups=[setup.gid])
+    assert flood == [b"esysrq-appliance: request: longer than 4096 bytes; refused", b"x2"]
+    after = setup.operator_send("web1", "h")
+    assert after.returncode == 1 and b"refuses to send it in plaintext" in after.stderr
+    outcomes = [field(e, "SYSRQ_OUTCOME") for e in setup.sink.entries()]
+    assert outcomes == ["refused", "refused", "not-sent"]
+
+
+def test_a_members_h_is_confirmed_through_real_esp(linked_netns, tmp_path, esp):
+    setup = Setup(linked_netns, tmp_path)
+    try:
+        setup.target.cli("apply", "--force", esp=True, check=True)
+        setup.sender.cli("apply", esp=True, check=True)
+        done = setup.operator_send("web1", "h", "--wait", "5")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.decode().startswith("confirmed: web1 accepted 'h'")
+        (entry,) = setup.sink.entries()
+        assert field(entry, "SYSRQ_OUTCOME") == "confirmed"
+        assert field(entry, "SYSRQ_UID") == str(NOBODY)
+    finally:
+        setup.sender.cli("down", esp=True)
+        setup.target.cli("down", esp=True)
+        setup.close()

@@ -1,0 +1,167 @@
+"""The audit entry's fields, the operators' socket protocol and the helper's credential
+rule: pure parts, without a socket or a journal (tests/netns runs the real processes)."""
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from sysrq_appliance import audit, cli, helper, opsocket
+from sysrq_appliance.errors import InputError
+
+CALLER = audit.Caller(1001, "alice", "helper", 4242)
+FUZZ = settings(derandomize=True, database=None, max_examples=200, deadline=None)
+
+
+def _entry(**changes):
+    values = dict(caller=CALLER, admin_host="admin1", admin_address="10.10.25.1",
+                  target="web1", target_address="10.10.25.7", keys="h", sequence=None,
+                  seqno=1764380000, outcome="confirmed",
+                  detail="confirmed: web1 accepted 'h' (answer through the tunnel after 3 ms)")
+    values.update(changes)
+    return audit.Entry(**values)
+
+
+def test_an_entry_names_who_where_what_and_how_it_ended():
+    fields = audit.fields(_entry())
+    assert fields["SYSLOG_IDENTIFIER"] == "sysrq-appliance-audit"
+    assert fields["MESSAGE"] == "alice (uid 1001, helper): keys 'h' to web1 seqno 1764380000: confirmed"
+    assert {k: fields[k] for k in ("SYSRQ_UID", "SYSRQ_USER", "SYSRQ_VIA", "SYSRQ_CALLER_PID",
+                                   "SYSRQ_ADMIN_HOST", "SYSRQ_TARGET", "SYSRQ_KEYS",
+                                   "SYSRQ_SEQNO", "SYSRQ_OUTCOME", "PRIORITY")} == {
+        "SYSRQ_UID": "1001", "SYSRQ_USER": "alice", "SYSRQ_VIA": "helper",
+        "SYSRQ_CALLER_PID": "4242", "SYSRQ_ADMIN_HOST": "admin1", "SYSRQ_TARGET": "web1",
+        "SYSRQ_KEYS": "h", "SYSRQ_SEQNO": "1764380000", "SYSRQ_OUTCOME": "confirmed",
+        "PRIORITY": "5"}
+    assert "SYSRQ_SEQUENCE" not in fields      # empty fields are left out
+
+
+def test_a_refusal_is_a_warning_without_a_number():
+    fields = audit.fields(_entry(outcome="refused", seqno=None, keys=None, sequence="diagnose",
+                                 detail="--sequence diagnose: web1 allows only sync"))
+    assert fields["PRIORITY"] == "4" and "SYSRQ_SEQNO" not in fields
+    assert fields["MESSAGE"] == "alice (uid 1001, helper): sequence 'diagnose' to web1: refused"
+
+
+def test_hostile_values_are_quoted_and_cut():
+    fields = audit.fields(_entry(target="x\nMESSAGE=forged" + "y" * 500))
+    assert "\n" not in fields["SYSRQ_TARGET"] and len(fields["SYSRQ_TARGET"]) == audit.VALUE_LIMIT
+    assert fields["SYSRQ_TARGET"].startswith("'x\\nMESSAGE=forged")
+
+
+def test_an_unknown_outcome_is_a_bug():
+    with pytest.raises(ValueError):
+        audit.fields(_entry(outcome="maybe"))
+
+
+def test_a_journal_that_cannot_be_written_is_one_warning_and_the_send_goes_on():
+    warnings = []
+
+    def broken(entry):
+        raise OSError(13, "Permission denied")
+    trail = audit.Trail(CALLER, "web1", "h", None, warn=warnings.append, writer=broken,
+                        host="admin1")
+    trail.failed(InputError("KEYS: empty"), refused=True)
+    assert warnings == ["sysrq-appliance: warning: no audit entry written (Permission denied); "
+                        "install python3-systemd and check journald"]
+
+
+def test_a_failure_a_request_entry_told_already_is_not_told_twice():
+    written = []
+    trail = audit.Trail(CALLER, "web1", "h", None, warn=print, writer=written.append, host="a")
+
+    class Sent:
+        keys, seqno, outcome, detail = "h", 7, "not-sent", "no SA"
+    trail.request(Sent)
+    trail.failed(Exception("no SA"), refused=False)
+    assert [(e.outcome, e.seqno) for e in written] == [("not-sent", 7)]
+
+
+# ------------------------------------------------------------------ the socket's protocol
+
+@FUZZ
+@given(st.lists(st.text(st.characters(blacklist_characters="\0",
+                                      blacklist_categories=("Cs",)), max_size=30), max_size=8))
+def test_requests_round_trip(argv):
+    assert opsocket.decode_request(opsocket.encode_request(argv)) == argv
+
+
+@pytest.mark.parametrize("data, error", [
+    (b"send\0web1\0h", "request: not NUL-terminated arguments; refused"),
+    (b"apply\0", "request: the helper only sends; b'apply' refused"),
+    (b"send\0" + b"x" * 5000 + b"\0", "request: longer than 4096 bytes; refused"),
+    (b"", "request: not NUL-terminated arguments; refused"),
+])
+def test_malformed_requests_are_refused_in_one_line(data, error):
+    with pytest.raises(InputError) as refused:
+        opsocket.decode_request(data)
+    assert str(refused.value) == error
+
+
+@FUZZ
+@given(target=st.text(min_size=1, max_size=20).filter(lambda t: "\0" not in t),
+       keys=st.one_of(st.none(), st.text("0123456789abcdefghijklmnopqrstuvwxyz-", min_size=1,
+                                          max_size=5)),
+       sequence=st.one_of(st.none(), st.text("abcdefz-", min_size=1, max_size=9)),
+       count=st.integers(1, 1000),
+       wait=st.sampled_from([0.0, 0.001, 0.5, 1.0, 2.25, 59.999, 60.0]))
+def test_the_helper_parses_what_the_client_sends_into_the_same_arguments(target, keys, sequence,
+                                                                          count, wait):
+    """The client rebuilds send's arguments from what it parsed; the helper's parser gets
+    them back unchanged, whatever they start with."""
+    args = cli._OperatorParser().parse_args(
+        opsocket.operator_argv(target, keys, sequence, count, wait))
+    assert (args.target, args.keys, args.sequence, args.count, args.wait) == \
+        (target, keys, sequence, count, wait)
+
+
+@pytest.mark.parametrize("argv", [["--dry-run", "web1", "h"], ["--seqno=5", "web1", "h"],
+                                  ["--salt", "x", "web1", "h"], ["--config=/x", "web1", "h"],
+                                  ["web1", "h", "-h"], ["web1", "h", "--help"]])
+def test_the_helper_parser_knows_nothing_but_sends_arguments(argv):
+    with pytest.raises(cli._Usage) as refused:
+        cli._OperatorParser().parse_args(argv)
+    assert str(refused.value).startswith("sysrq-appliance send: error: unrecognized arguments: ")
+
+
+def test_the_helper_parser_says_what_the_cli_says():
+    result = cli.main(["send", "web1", "h", "--count", "0"])
+    with pytest.raises(cli._Usage) as refused:
+        cli._OperatorParser().parse_args(["web1", "h", "--count", "0"])
+    assert result == 2 and str(refused.value) == (
+        "sysrq-appliance send: error: argument --count: '0' is not a whole number from 1 to "
+        "1000 (see 'sysrq-appliance send --help')")
+
+
+# ------------------------------------------------------------------ who may use the helper
+
+@pytest.mark.parametrize("peer, ok", [
+    (helper.Peer(1, 0, 0, ()), True),                    # root
+    (helper.Peer(1, 1001, 990, ()), True),               # primary group
+    (helper.Peer(1, 1001, 1001, (27, 990)), True),       # supplementary group
+    (helper.Peer(1, 1001, 1001, (27, 100)), False),
+    (helper.Peer(1, 1001, 1001, None), False),           # too many groups to read, no database
+])
+def test_root_or_a_holder_of_the_group(peer, ok):
+    assert helper.allowed(peer, 990) is ok
+
+
+def test_too_many_groups_to_read_falls_back_to_the_group_database():
+    peer = helper.Peer(1, 1001, 1001, None)
+    assert helper.allowed(peer, 990, member_of=lambda uid, gid: (uid, gid) == (1001, 990))
+
+
+def test_without_the_helper_a_non_root_send_says_how_to_get_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+    if os.geteuid() == 0:
+        pytest.skip("root sends itself; the unit tier runs as nobody")
+    path = tmp_path / "none.sock"
+    result = subprocess.run([sys.executable, "-m", "sysrq_appliance", "--helper-socket",
+                             str(path), "send", "web1", "h"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(pytest.importorskip(
+                                "sysrq_appliance").__path__[0].rsplit("/", 1)[0])})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"sysrq-appliance: send: not root, and the operators' helper is not listening on {path} "
+        "(No such file or directory); run as root, or have an admin run 'systemctl enable --now "
+        "sysrq-appliance-helper.socket'\n")
