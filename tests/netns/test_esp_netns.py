@@ -92,12 +92,18 @@ def test_sas_are_added_updated_and_deleted(netns, tmp_path, bundle, esp):
     assert sas(netns) == {} and netns.run("ip", "xfrm", "policy").stdout == ""
 
 
+def changes(plan_output):
+    """The change lines of `plan` (not its header, nor the `[#]` commands under each)."""
+    return [line for line in plan_output.strip().splitlines()[1:]
+            if not line.lstrip().startswith("[#]")]
+
+
 def test_failed_apply_rolls_back_with_sas_present(netns, tmp_path, bundle, esp):
     """A failure after the SAs went in takes them out again; a failure while SAs of ours are
     there (new keys) leaves exactly those SAs, old keys and all."""
     target = Installation(netns, tmp_path, "target", bundle=bundle)
     before = target.snapshot()
-    steps = target.cli("plan", esp=True, check=True).stdout.strip().splitlines()[1:]
+    steps = changes(target.cli("plan", esp=True, check=True).stdout)
     assert len(steps) == 7, steps    # password, sysctl, 2 SAs, 2 policies, chain
     last = str(len(steps) - 1)
     failed = target.cli("apply", "--force", esp=True, program=(str(INJECTOR), last))
@@ -109,7 +115,7 @@ def test_failed_apply_rolls_back_with_sas_present(netns, tmp_path, bundle, esp):
     target.cli("apply", "--force", esp=True, check=True)
     installed, installed_sas = target.snapshot(), sas(netns)
     rotate_keys(target)
-    plan = target.cli("plan", esp=True, check=True).stdout.strip().splitlines()[1:]
+    plan = changes(target.cli("plan", esp=True, check=True).stdout)
     assert len(plan) == 2 and all("update SA" in line for line in plan), plan
     failed = target.cli("apply", "--force", esp=True, program=(str(INJECTOR), "1"))
     assert failed.returncode == 1 and "the kernel is as before" in failed.stderr, failed.stderr
