@@ -10,7 +10,7 @@ for tier in "$@"; do
         netns) packages="$packages iptables iproute2 kmod mmdebstrap iputils-ping strace" ;;
         package) packages="$packages debhelper dh-python pybuild-plugin-pyproject python3-all
                   python3-setuptools python3-docutils python3-yaml python3-pytest python3-pyroute2
-                  python3-iptables python3-prometheus-client lintian mmdebstrap fakeroot" ;;
+                  python3-iptables python3-prometheus-client python3-systemd lintian mmdebstrap fakeroot" ;;
         realkernel) packages="$packages qemu-system-x86 mmdebstrap e2fsprogs" ;;
         vagrant) packages="$packages vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients
                   qemu-system-x86 qemu-utils mmdebstrap dnsmasq-base e2fsprogs" ;;

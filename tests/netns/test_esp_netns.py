@@ -92,10 +92,10 @@ def test_sas_are_added_updated_and_deleted(netns, tmp_path, bundle, esp):
     assert sas(netns) == {} and netns.run("ip", "xfrm", "policy").stdout == ""
 
 
-def _changes(plan):
-    """The change lines of `plan`'s output, without its heading and its [#] command lines."""
-    lines = plan.strip().splitlines()[1:]
-    return [line for line in lines if not line.lstrip().startswith("[#]")]
+def changes(plan_output):
+    """The change lines of `plan` (not its header, nor the `[#]` commands under each)."""
+    return [line for line in plan_output.strip().splitlines()[1:]
+            if not line.lstrip().startswith("[#]")]
 
 
 def test_failed_apply_rolls_back_with_sas_present(netns, tmp_path, bundle, esp):
@@ -103,7 +103,7 @@ def test_failed_apply_rolls_back_with_sas_present(netns, tmp_path, bundle, esp):
     there (new keys) leaves exactly those SAs, old keys and all."""
     target = Installation(netns, tmp_path, "target", bundle=bundle)
     before = target.snapshot()
-    steps = _changes(target.cli("plan", esp=True, check=True).stdout)
+    steps = changes(target.cli("plan", esp=True, check=True).stdout)
     assert len(steps) == 7, steps    # password, sysctl, 2 SAs, 2 policies, chain
     last = str(len(steps) - 1)
     failed = target.cli("apply", "--force", esp=True, program=(str(INJECTOR), last))
@@ -115,7 +115,7 @@ def test_failed_apply_rolls_back_with_sas_present(netns, tmp_path, bundle, esp):
     target.cli("apply", "--force", esp=True, check=True)
     installed, installed_sas = target.snapshot(), sas(netns)
     rotate_keys(target)
-    plan = _changes(target.cli("plan", esp=True, check=True).stdout)
+    plan = changes(target.cli("plan", esp=True, check=True).stdout)
     assert len(plan) == 2 and all("update SA" in line for line in plan), plan
     failed = target.cli("apply", "--force", esp=True, program=(str(INJECTOR), "1"))
     assert failed.returncode == 1 and "the kernel is as before" in failed.stderr, failed.stderr

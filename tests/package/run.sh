@@ -31,7 +31,7 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8
 
 ROOT_RECIPE=1     # bump when the way roots are built changes
 TEST_PACKAGES=systemd
-BUILD_PACKAGES=debhelper,dh-python,pybuild-plugin-pyproject,python3-all,python3-setuptools,python3-docutils,python3-yaml,python3-pytest,python3-hypothesis,python3-pyroute2,python3-iptables,python3-prometheus-client,lintian
+BUILD_PACKAGES=debhelper,dh-python,pybuild-plugin-pyproject,python3-all,python3-setuptools,python3-docutils,python3-yaml,python3-pytest,python3-hypothesis,python3-pyroute2,python3-iptables,python3-prometheus-client,python3-systemd,lintian
 CACHE=${SYSRQ_ROOT_CACHE:-/var/cache/sysrq-appliance/roots}
 here=$(cd "$(dirname "$0")" && pwd)
 # The mirror (or proxy) this machine's apt uses, unless SYSRQ_ROOT_MIRROR names one.
