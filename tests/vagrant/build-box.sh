@@ -10,7 +10,8 @@
 #
 # What is in it and why:
 #  - everything our .deb needs at run time, because the guests have no route out and no mirror:
-#    python3 + pyroute2/iptables/yaml, iptables, iproute2, kmod, xtables-addons-common;
+#    python3 + pyroute2/iptables/yaml/systemd/prometheus-client, adduser, iptables, iproute2,
+#    kmod, xtables-addons-common;
 #  - nftables, disabled as Debian ships it: the hung-shutdown drill and the unit check enable it;
 #  - xt_SYSRQ and the other xtables-addons modules, built by DKMS for the box's kernel here, in
 #    the chroot, so no compiler ever runs under TCG; compiler and headers are purged afterwards;
@@ -40,6 +41,7 @@ PACKAGES=(
     linux-image-amd64 initramfs-tools kmod
     iproute2 iptables nftables iputils-ping procps e2fsprogs util-linux netbase
     python3 python3-pyroute2 python3-iptables python3-yaml
+    python3-systemd python3-prometheus-client adduser
     xtables-addons-common
 )
 # Installed for the DKMS build only, purged afterwards (with what they pulled in).
