@@ -26,7 +26,8 @@ examples:
   sysrq-appliance apply                 # on both hosts, after copying each half
   sysrq-appliance send web1 s           # on the sender: emergency sync on web1
 exit codes: 0 ok, 1 runtime failure, 2 bad input (nothing was changed),
-  3 sent but not confirmed (send, for keys that can confirm)"""
+  3 sent but not confirmed (send, for keys that can confirm) or a target down (check),
+  4 the kernel differs from the config (status)"""
 
 
 class _Parser(argparse.ArgumentParser):

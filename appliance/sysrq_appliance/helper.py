@@ -20,6 +20,7 @@ import os
 import select
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 from sysrq_appliance import audit, opsocket
@@ -28,6 +29,7 @@ from sysrq_appliance.errors import InputError
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)   # Linux >= 4.13; Python lacks the name
 READ_TIMEOUT = 5.0      # seconds for the request to arrive
 WRITE_TIMEOUT = 10.0    # seconds for the client to take an answer line
+DRAIN_SECONDS = 1.0     # at most this long reading what a refused client still sends
 MAX_CLIENTS = 8
 _GROUPS_BUFFER = 1024   # bytes Python's getsockopt allows: 256 groups
 _UCRED = struct.Struct("iII")   # struct ucred: pid_t, uid_t, gid_t
@@ -164,7 +166,8 @@ def _refuse_busy(conn, max_clients):
                        "requests already; try again in a moment (or run as root)")
             answer.exit(1)
         except OSError:
-            pass
+            return
+        _drain(conn)   # as for a non-member: the client reads the line before we close
 
 
 def handle(conn, gid, group, path, run):
@@ -194,12 +197,16 @@ def handle(conn, gid, group, path, run):
             return
 
 
-def _drain(conn):
-    """Read (and drop) what the client sent until it closes: closing a socket with unread
-    data would reset the connection before the client has read our answer."""
+def _drain(conn, seconds=DRAIN_SECONDS):
+    """Read (and drop) what the client sent until it closes, for at most `seconds` in all:
+    closing a socket with unread data would reset the connection before the client has read
+    our answer, and a client trickling data must not hold a slot."""
+    deadline = time.monotonic() + seconds
     try:
-        while conn.recv(opsocket.MAX_REQUEST + 1):
-            pass
+        while (left := deadline - time.monotonic()) > 0:
+            conn.settimeout(left)
+            if not conn.recv(opsocket.MAX_REQUEST + 1):
+                return
     except OSError:
         pass
 

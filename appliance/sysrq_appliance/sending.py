@@ -84,9 +84,9 @@ def send(cfg, target, keys, sequence, options, report=print, warn=print, audit=N
             continue
         sent = _send_request(cfg, peer, secret, step.keys,
                              preview.next() if preview else seqno, options, warn, audit)
-        report(prefix + sent.detail)
         if audit and not options.dry_run:
-            audit(sent)
+            audit(sent)   # before the caller sees it: hanging up never escapes the trail
+        report(prefix + sent.detail)
         unconfirmed += sent.outcome == "not-confirmed"
         seqno = seqno + 1 if seqno is not None else None
     return unconfirmed
@@ -133,6 +133,11 @@ def _send_request(cfg, peer, secret, keys, fixed_seqno, options, warn, audit):
     except ApplianceError as exc:
         if audit:   # the request never left: the trail says so with its number
             audit(Sent(keys, number, "not-sent", str(exc)))
+        raise
+    except BaseException as exc:   # ^C, SIGTERM, a bug: the request may have left
+        if audit:
+            audit(Sent(keys, number, "sent", "interrupted before any answer "
+                       f"({type(exc).__name__}); the request may have left"))
         raise
     if outcome.confirmed:
         return Sent(keys, number, "confirmed", f"confirmed: {peer.name} accepted {keys!r} "
