@@ -102,33 +102,27 @@ def _module(desired, observed):
 
 def _states(desired, observed):
     """SAs are keyed by (dst, spi), as the kernel keys them."""
-    have = {(s.dst, s.spi): s for s in observed}
-    wanted = {(s.dst, s.spi) for s in desired}
-    changes = []
-    for want in desired:
-        old = have.get((want.dst, want.spi))
-        if old is None:
-            changes.append(Change("sa", ADD, want, None))
-        elif old != want:
-            changes.append(Change("sa", UPDATE, want, old))
-    changes += [Change("sa", DELETE, None, old) for old in observed
-                if (old.dst, old.spi) not in wanted]
-    return changes
+    return _keyed("sa", desired, observed, lambda s: (s.dst, s.spi))
 
 
 def _policies(desired, observed):
     """Policies are keyed by (selector, dir), as the kernel keys them."""
-    have = {(p.selector, p.dir): p for p in observed}
-    wanted = {(p.selector, p.dir) for p in desired}
+    return _keyed("policy", desired, observed, lambda p: (p.selector, p.dir))
+
+
+def _keyed(resource, desired, observed, key):
+    """Add what is missing, update what differs, delete what is not wanted, by `key`."""
+    have = {key(o): o for o in observed}
+    wanted = {key(w) for w in desired}
     changes = []
     for want in desired:
-        old = have.get((want.selector, want.dir))
+        old = have.get(key(want))
         if old is None:
-            changes.append(Change("policy", ADD, want, None))
+            changes.append(Change(resource, ADD, want, None))
         elif old != want:
-            changes.append(Change("policy", UPDATE, want, old))
-    changes += [Change("policy", DELETE, None, old) for old in observed
-                if (old.selector, old.dir) not in wanted]
+            changes.append(Change(resource, UPDATE, want, old))
+    changes += [Change(resource, DELETE, None, old) for old in observed
+                if key(old) not in wanted]
     return changes
 
 

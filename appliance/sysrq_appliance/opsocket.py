@@ -18,7 +18,7 @@ import grp
 import os
 import socket
 
-from sysrq_appliance.errors import ApplianceError, InputError
+from sysrq_appliance.errors import ApplianceError, InputError, excerpt
 
 DEFAULT_PATH = "/run/sysrq-appliance/operators.sock"
 GROUP = "sysrq-operators"
@@ -53,13 +53,8 @@ def decode_request(data):
         raise InputError("request: not NUL-terminated arguments; refused")
     verb, *argv = data[:-1].split(b"\0")
     if verb != VERB.encode():
-        raise InputError(f"request: the helper only sends; {_excerpt(verb)} refused")
+        raise InputError(f"request: the helper only sends; {excerpt(verb)} refused")
     return [os.fsdecode(a) for a in argv]
-
-
-def _excerpt(raw):
-    text = repr(raw)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def group_of(path):
