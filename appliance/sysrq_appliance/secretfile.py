@@ -60,13 +60,16 @@ class TrustedDirs:
     def check(self, path, field):
         """Every directory on the way to `path`, as written and as resolved (symlinks)."""
         for form in (os.path.abspath(path), self.realpath(path)):
-            directory = os.path.dirname(form)
+            directory, passed = os.path.dirname(form), []
             while directory not in self._safe:
                 if _check_ancestor(directory, field):
-                    self._safe.add(directory)
+                    passed.append(directory)
                 if directory == "/":
                     break
                 directory = os.path.dirname(directory)
+            # Safe only once everything above passed too: a walk stopped by an unsafe
+            # parent must not leave its children trusted for the rest of the pass.
+            self._safe.update(passed)
 
     def realpath(self, path):
         """os.path.realpath(path), resolving each directory once per pass."""

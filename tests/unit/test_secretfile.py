@@ -44,6 +44,16 @@ def test_one_pass_still_refuses_every_unsafe_directory(tmp_path):
             check_ancestors(str(path), "f", trusted)
 
 
+def test_a_refused_parent_leaves_no_child_trusted(tmp_path):
+    unsafe = tmp_path / "open"
+    (unsafe / "keys").mkdir(parents=True, mode=0o700)
+    os.chmod(unsafe, 0o777)
+    trusted = TrustedDirs()
+    for name in ("a.key", "b.key"):   # the second file, in the same pass, is refused too
+        with pytest.raises(InputError, match="has mode 0777"):
+            check_ancestors(str(unsafe / "keys" / name), "f", trusted)
+
+
 def test_a_new_pass_checks_again(tmp_path):
     keys = tmp_path / "keys"
     keys.mkdir(mode=0o700)
