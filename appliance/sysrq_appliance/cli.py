@@ -454,7 +454,8 @@ def _send_through_helper(args, out, err):
     """A non-root `send`: the arguments to the operators' helper, its lines printed."""
     from sysrq_appliance import audit
     argv = opsocket.operator_argv(args.target, args.keys, args.sequence, args.count, args.wait)
-    return opsocket.request(args.helper_socket, argv, out, err, audit.user_name(os.getuid()))
+    return opsocket.request(args.helper_socket, argv, out, err, audit.user_name(os.getuid()),
+                            opsocket.answer_deadline(args.wait, args.sequence))
 
 
 def operator_send(settings, argv, caller, out, err):

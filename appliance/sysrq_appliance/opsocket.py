@@ -11,13 +11,18 @@ on an AF_UNIX SOCK_SEQPACKET socket (every message arrives whole or not at all):
 
 The arguments are those of `sysrq-appliance send` (TARGET, KEYS or --sequence, --count,
 --wait), parsed by the helper with the same definitions and messages as the CLI's own.
+
+The client waits for the exit code at most `answer_deadline` seconds: a helper that accepts
+and never answers costs the operator one line and exit 1, never a hang.
 """
 
 import errno
 import grp
 import os
 import socket
+import time
 
+from sysrq_appliance import lock, sequences
 from sysrq_appliance.errors import ApplianceError, InputError, excerpt
 
 DEFAULT_PATH = "/run/sysrq-appliance/operators.sock"
@@ -26,6 +31,9 @@ VERB = "send"
 MAX_REQUEST = 4096      # bytes of one request: the longest useful one is far shorter
 MAX_ANSWER = 65536      # bytes of one answer message (a line)
 STDOUT, STDERR, EXIT = b"o", b"e", b"x"
+# Seconds beyond the sends' own waits: the helper's start, reading the config and keys,
+# and a sequence-number lock another send may hold (lock.WRITER_WAIT at most).
+ANSWER_MARGIN = lock.WRITER_WAIT + 30.0
 
 
 def operator_argv(target, keys, sequence, count, wait):
@@ -35,6 +43,17 @@ def operator_argv(target, keys, sequence, count, wait):
     if sequence is not None:
         argv.append(f"--sequence={sequence}")
     return argv + ["--", target] + ([keys] if keys is not None else [])
+
+
+def answer_deadline(wait, sequence):
+    """Seconds the client gives the helper to finish a send (pure). Keys: one --wait. A
+    sequence: the longest one a config may define (its steps live in root's config, which
+    the operator cannot read), each step a --wait and a lock wait; cutting a real sequence
+    short would stop it half-way (the helper sends nothing after its client left)."""
+    if sequence is None:
+        return wait + ANSWER_MARGIN
+    return (sequences.MAX_STEPS * (wait + lock.WRITER_WAIT) + sequences.MAX_TOTAL_WAIT
+            + ANSWER_MARGIN)
 
 
 def encode_request(argv):
@@ -78,13 +97,23 @@ def not_listening(path, why):
                           "sysrq-appliance-helper.socket'")
 
 
-def request(path, argv, out, err, user):
+def no_answer(path, seconds):
+    return ApplianceError(f"send: the operators' helper on {path} did not answer within "
+                          f"{seconds:g} s; whether anything was sent is unknown: see "
+                          "'journalctl -u sysrq-appliance-helper'")
+
+
+def request(path, argv, out, err, user, seconds):
     """Send one request to the helper at `path`; print its lines through `out`/`err`;
-    return its exit code."""
+    return its exit code. The helper has `seconds` in all (answer_deadline)."""
     data = encode_request(argv)
+    deadline = time.monotonic() + seconds
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.settimeout(seconds)   # a full backlog blocks connect() too
         try:
             sock.connect(path)
+        except TimeoutError:
+            raise no_answer(path, seconds) from None
         except PermissionError:
             raise InputError(not_a_member(user, group_of(path), path)) from None
         except OSError as exc:
@@ -95,7 +124,10 @@ def request(path, argv, out, err, user):
         sock.send(data)
         while True:
             try:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 message = sock.recv(MAX_ANSWER)
+            except TimeoutError:
+                raise no_answer(path, seconds) from None
             except ConnectionResetError:
                 message = b""
             kind, text = message[:1], message[1:].decode("utf-8", "replace")

@@ -165,3 +165,51 @@ def test_without_the_helper_a_non_root_send_says_how_to_get_it(tmp_path):
         f"sysrq-appliance: send: not root, and the operators' helper is not listening on {path} "
         "(No such file or directory); run as root, or have an admin run 'systemctl enable --now "
         "sysrq-appliance-helper.socket'\n")
+
+
+# ------------------------------------------------------------------ a helper that never answers
+
+def test_the_clients_deadline_covers_every_wait_a_request_may_take():
+    assert opsocket.answer_deadline(2.0, None) == 2.0 + opsocket.ANSWER_MARGIN
+    longest = opsocket.answer_deadline(2.0, "reboot-safely")
+    assert longest > opsocket.sequences.MAX_TOTAL_WAIT + opsocket.sequences.MAX_STEPS * 2.0
+
+
+@pytest.fixture
+def silent_helper(tmp_path):
+    """A real operators' socket whose server accepts, reads the request, and never answers."""
+    import socket
+    import threading
+    path = str(tmp_path / "silent.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(1)
+    held, stop = [], threading.Event()
+
+    def serve():
+        conn, _ = listener.accept()
+        held.append(conn)
+        conn.recv(opsocket.MAX_REQUEST)
+        stop.wait()   # never answers, never closes: until the test is over
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield path
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def test_a_helper_that_never_answers_costs_one_line_and_exit_1(silent_helper, monkeypatch,
+                                                                capsys):
+    import os
+    if os.geteuid() == 0:
+        pytest.skip("root sends itself; the unit tier runs as nobody")
+    monkeypatch.setattr(opsocket, "ANSWER_MARGIN", 0.2)
+    code = cli.main(["--helper-socket", silent_helper, "send", "--wait", "0", "web1", "h"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err == (f"sysrq-appliance: send: the operators' helper on {silent_helper} did not "
+                   "answer within 0.2 s; whether anything was sent is unknown: see "
+                   "'journalctl -u sysrq-appliance-helper'\n")
