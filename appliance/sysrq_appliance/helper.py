@@ -3,7 +3,8 @@
 Started by systemd socket activation (sysrq-appliance-helper.socket, Accept=no): systemd
 owns /run/sysrq-appliance/operators.sock, root:sysrq-operators 0660, and hands it over as
 fd 3 (sd_listen_fds). Each connection is served by a child process of its own, so one
-operator's slow sequence never holds up another's rescue; at most MAX_CLIENTS at once.
+operator's slow sequence never holds up another's rescue; at most MAX_CLIENTS at once, and
+at most MAX_PER_UID of one user's (one operator's retries cannot take every slot).
 
 On every connection: the caller's credentials as the kernel recorded them at connect()
 (SO_PEERCRED: pid, uid, gid; SO_PEERGROUPS: its supplementary groups) and a refusal in one
@@ -24,13 +25,14 @@ import time
 from dataclasses import dataclass
 
 from sysrq_appliance import audit, opsocket
-from sysrq_appliance.errors import InputError
+from sysrq_appliance.errors import ApplianceError, InputError
 
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)   # Linux >= 4.13; Python lacks the name
 READ_TIMEOUT = 5.0      # seconds for the request to arrive
 WRITE_TIMEOUT = 10.0    # seconds for the client to take an answer line
 DRAIN_SECONDS = 1.0     # at most this long reading what a refused client still sends
 MAX_CLIENTS = 8
+MAX_PER_UID = 3
 _GROUPS_BUFFER = 1024   # bytes Python's getsockopt allows: 256 groups
 _UCRED = struct.Struct("iII")   # struct ucred: pid_t, uid_t, gid_t
 
@@ -119,9 +121,9 @@ class Answer:
             self.conn.send(kind + line.encode("utf-8", "backslashreplace"))
 
 
-def serve(listener, gid, group, path, run, max_clients=MAX_CLIENTS):
+def serve(listener, gid, group, path, run, max_clients=MAX_CLIENTS, max_per_uid=MAX_PER_UID):
     """Accept connections until interrupted; each is handled by a child (handle)."""
-    children = set()
+    children = {}   # pid -> the uid it serves
     try:
         while True:
             _reap(children)
@@ -132,8 +134,10 @@ def serve(listener, gid, group, path, run, max_clients=MAX_CLIENTS):
                 conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 continue
-            if len(children) >= max_clients:
-                _refuse_busy(conn, max_clients)
+            uid = peer_of(conn).uid
+            line = busy(list(children.values()), uid, max_clients, max_per_uid)
+            if line:
+                _refuse_busy(conn, line)
                 continue
             pid = os.fork()
             if pid == 0:   # the child: this connection only
@@ -145,25 +149,42 @@ def serve(listener, gid, group, path, run, max_clients=MAX_CLIENTS):
                 finally:
                     os._exit(code)
             conn.close()
-            children.add(pid)
+            children[pid] = uid
     except KeyboardInterrupt:   # SIGTERM from systemd (cli.main turns it into this)
         return
+
+
+def busy(serving, uid, max_clients, max_per_uid):
+    """Why a new connection of `uid` must wait, with `serving` the uids of the requests in
+    hand (pure): the refusal's line, or None."""
+    if len(serving) >= max_clients:
+        return (f"send: the operators' helper is serving {max_clients} requests already; "
+                "try again in a moment (or run as root)")
+    if serving.count(uid) >= max_per_uid:
+        return (f"send: {audit.user_name(uid)} has {max_per_uid} requests in hand with the "
+                f"operators' helper already (at most {max_per_uid} per user); wait for them "
+                "to end, then try again")
+    return None
 
 
 def _reap(children):
     for pid in list(children):
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done:
-            children.discard(pid)
+            del children[pid]
 
 
-def _refuse_busy(conn, max_clients):
+def _refuse_busy(conn, line):
+    """One line and exit 1, audited (who was turned away, and why)."""
     with conn:
         conn.settimeout(1.0)
         answer = Answer(conn)
+        peer = peer_of(conn)
+        caller = audit.Caller(peer.uid, audit.user_name(peer.uid), "helper", peer.pid)
+        audit.Trail(caller, None, None, None, warn=lambda text: None).failed(
+            ApplianceError(line), refused=True)
         try:
-            answer.err(f"sysrq-appliance: send: the operators' helper is serving {max_clients} "
-                       "requests already; try again in a moment (or run as root)")
+            answer.err(f"sysrq-appliance: {line}")
             answer.exit(1)
         except OSError:
             return

@@ -3,8 +3,9 @@
 Each case installs a fresh pair half in a private scratch directory, applies its hostile
 edits (config fields, raw bytes, file modes, owners and types), runs the real CLI as a
 subprocess and checks: the exact exit code, exactly one line on stderr (the exact text,
-with @CFG@/@ETC@/@DIR@/@STATE@ for the scratch paths), no traceback, no secret byte in any
-output, and nothing changed on disk. The netns tier also checks the namespace's kernel.
+with @CFG@/@ETC@/@DIR@/@STATE@ for the scratch paths, @USER@ for a helper case's client),
+no traceback, no secret byte in any output, and nothing changed on disk. The netns tier
+also checks the namespace's kernel.
 
     - id: local-zone-id               unique name
       role: target                    the half installed in @ETC@ (target | sender)
@@ -26,6 +27,7 @@ process with the scratch config, handed its socket as systemd hands it):
       via: helper                     argv runs as a non-root client of the helper
       request: "send\0--dry-run\0"    or these raw bytes are the request (the protocol's
                                       answers are turned into stdout, stderr, exit code)
+      hold: 3                         the client first holds this many silent connections
 """
 
 import copy
@@ -113,7 +115,8 @@ class Scratch:
 
     def expand(self, text):
         return (text.replace("@CFG@", str(self.config)).replace("@ETC@", str(self.etc))
-                .replace("@STATE@", str(self.state)).replace("@DIR@", str(self.dir)))
+                .replace("@STATE@", str(self.state)).replace("@DIR@", str(self.dir))
+                .replace("@USER@", _client_user()))
 
     def globals(self):
         return ["--config", str(self.config), "--state-dir", str(self.state),
@@ -253,7 +256,8 @@ def execute_via_helper(case, directory, prefix=()):
         if "request" in case or "request_generator" in case:
             raw = (REQUESTS[case["request_generator"]]() if "request_generator" in case
                    else case["request"].encode("utf-8", "surrogateescape"))
-            result = _as_result(*helper.raw(raw, user=user, groups=groups))
+            result = _as_result(*helper.raw(raw, user=user, groups=groups,
+                                            hold=case.get("hold", 0)))
         else:
             result = helper.client(*[scratch.expand(str(a)) for a in case["argv"]], user=user,
                                    groups=groups, timeout=TIMEOUT)
@@ -262,6 +266,12 @@ def execute_via_helper(case, directory, prefix=()):
         operators.remove_socket_dir(sockets)
     assert out == err == "", f"the helper printed: {out}{err}"
     return scratch, result, before, snapshot(scratch.dir)
+
+
+def _client_user():
+    """Who a helper case's client runs as (execute_via_helper): nobody as root, else us."""
+    import pwd
+    return pwd.getpwuid(operators.NOBODY if os.geteuid() == 0 else os.getuid()).pw_name
 
 
 def _as_result(messages, done):

@@ -94,9 +94,15 @@ class Helper:
                                *argv], capture_output=True, env=env(), timeout=timeout,
                               stdin=subprocess.DEVNULL, **kwargs)
 
-    def raw(self, data, user=None, groups=(), timeout=30):
-        """Send one raw request message (as `user`, in a child); (answer messages, exit)."""
+    def raw(self, data, user=None, groups=(), timeout=30, hold=0):
+        """Send one raw request message (as `user`, in a child); (answer messages, exit).
+        With `hold`, the child first opens that many connections that stay silent (the
+        helper serves each until its request times out) and keeps them open meanwhile."""
         code = ("import socket, sys\n"
+                "held = []\n"
+                "for _ in range(int(sys.argv[2])):\n"
+                "    held.append(socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))\n"
+                "    held[-1].connect(sys.argv[1])\n"
                 "s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
                 "s.connect(sys.argv[1])\n"
                 "data = sys.stdin.buffer.read()\n"
@@ -108,7 +114,7 @@ class Helper:
         kwargs = {}
         if user is not None:
             kwargs = {"user": user, "group": user, "extra_groups": list(groups)}
-        done = subprocess.run([PYTHON, "-c", code, self.path], input=data, capture_output=True,
+        done = subprocess.run([PYTHON, "-c", code, self.path, str(hold)], input=data, capture_output=True,
                               timeout=timeout, env=env(), **kwargs)
         messages = [ast.literal_eval(line) for line in done.stdout.decode().splitlines()]
         return messages, done

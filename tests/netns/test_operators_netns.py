@@ -182,3 +182,31 @@ def test_a_members_h_is_confirmed_through_real_esp(linked_netns, tmp_path, esp):
         setup.sender.cli("down", esp=True)
         setup.target.cli("down", esp=True)
         setup.close()
+
+
+def test_one_operator_at_its_cap_is_refused_audited_and_others_are_served(setup):
+    """nobody holds MAX_PER_UID silent connections; its next request is refused in one
+    line (and audited), while root's request through the same helper is served."""
+    from sysrq_appliance import helper
+    code = ("import socket, sys\n"
+            "held = [socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(3)]\n"
+            "[s.connect(sys.argv[1]) for s in held]\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.read()\n")
+    assert helper.MAX_PER_UID == 3
+    holder = subprocess.Popen([PYTHON, "-c", code, setup.helper.path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, user=NOBODY, group=NOBODY,
+                              extra_groups=[setup.gid])
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        over, _ = setup.helper.raw(b"send\0--\0web1\0h\0", user=NOBODY, groups=[setup.gid])
+        other, _ = setup.helper.raw(b"send\0--\0web1\0h\0")   # root, through the helper
+    finally:
+        holder.communicate(b"", timeout=30)
+    assert over == [b"esysrq-appliance: send: nobody has 3 requests in hand with the "
+                    b"operators' helper already (at most 3 per user); wait for them to end, "
+                    b"then try again", b"x1"]
+    assert other[-1] == b"x1" and b"refuses to send it in plaintext" in other[-2]
+    refusal = [e for e in setup.sink.entries() if b"per user" in e["SYSRQ_DETAIL"]]
+    assert [(field(e, "SYSRQ_UID"), field(e, "SYSRQ_OUTCOME")) for e in refusal] == \
+        [(str(NOBODY), "refused")]

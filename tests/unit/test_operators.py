@@ -213,3 +213,18 @@ def test_a_helper_that_never_answers_costs_one_line_and_exit_1(silent_helper, mo
     assert err == (f"sysrq-appliance: send: the operators' helper on {silent_helper} did not "
                    "answer within 0.2 s; whether anything was sent is unknown: see "
                    "'journalctl -u sysrq-appliance-helper'\n")
+
+
+# ------------------------------------------------------------------ the helper's slots
+
+@pytest.mark.parametrize("serving, uid, refused", [
+    ([], 1001, None),
+    ([1001, 1001], 1001, None),
+    ([1001, 1001, 1001], 1002, None),                 # another operator is still served
+    ([1001, 1001, 1001], 1001, "per user"),
+    ([0, 0, 0], 0, "per user"),                       # root through the helper too
+    ([1, 2, 3, 4, 5, 6, 7, 8], 9, "serving 8 requests already"),
+])
+def test_one_user_cannot_take_every_slot(serving, uid, refused):
+    line = helper.busy(serving, uid, max_clients=8, max_per_uid=3)
+    assert line is None if refused is None else refused in line
