@@ -8,12 +8,17 @@ by field: `journalctl SYSRQ_TARGET=web1`.
 Never a secret: the fields are built here from names, numbers and the one-line messages the
 CLI prints, none of which ever holds a key or a password. The entry goes through
 python3-systemd (libsystemd's sd_journal_send); on a host without journald libsystemd drops
-it silently, and a send is never held up by its audit entry.
+it silently. A journald that reads nothing holds an entry up at most JOURNAL_WAIT seconds
+(`bounded`), and then the caller gets one warning line: a send is never held up for long by
+its audit entry.
 """
 
+import errno
 import os
 import pwd
+import signal
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 
@@ -23,6 +28,7 @@ MESSAGE_ID = uuid.UUID("5f1e2a7c-9b3d-4c8e-a6f0-3d2b1c0e9a57")
 PRIORITY_NOTICE, PRIORITY_WARNING = 5, 4
 OUTCOMES = ("confirmed", "sent", "not-confirmed", "not-sent", "refused")
 VALUE_LIMIT = 200   # characters of one field: a hostile argument is named, never dumped
+JOURNAL_WAIT = 5.0  # seconds journald has to take one entry (a live one takes it at once)
 
 
 @dataclass(frozen=True)
@@ -106,10 +112,38 @@ def fields(entry):
 
 
 def write(entry):
-    """Send `entry` to the journal (one datagram to journald's socket)."""
+    """Send `entry` to the journal (one datagram to journald's socket), within JOURNAL_WAIT."""
     from systemd import journal   # python3-systemd; libsystemd drops it when there is no journald
     values = fields(entry)
-    journal.send(values.pop("MESSAGE"), **values)
+    bounded(lambda: journal.send(values.pop("MESSAGE"), **values), JOURNAL_WAIT)
+
+
+def bounded(call, seconds):
+    """call(), its blocking system call interrupted after `seconds` (TimeoutError then).
+
+    Why an alarm: libsystemd sends on a blocking socket, so its sendmsg() waits for as long
+    as journald reads nothing and its socket's queue is full, and python3-systemd offers no
+    timeout. SIGALRM (a handler that does nothing) interrupts that one call; libsystemd
+    returns EINTR as an error, which python3-systemd raises as InterruptedError. A live
+    journald takes the entry at once, so it is always written then. Sending the datagram
+    ourselves, non-blocking, would mean re-implementing journald's native protocol. Signals
+    reach only the main thread: elsewhere call() runs unbounded."""
+    if threading.current_thread() is not threading.main_thread():
+        return call()
+    previous = signal.signal(signal.SIGALRM, _wake)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return call()
+    except InterruptedError:
+        raise TimeoutError(errno.ETIMEDOUT, f"journald took nothing within {seconds:g} s") \
+            from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _wake(signum, frame):
+    """SIGALRM: only interrupts the blocked system call (bounded)."""
 
 
 class Trail:

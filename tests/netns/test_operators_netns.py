@@ -44,7 +44,7 @@ class Setup:
         return subprocess.run(["ip", "netns", "exec", self.sender_ns.name, *self.sink.wrap(),
                                PYTHON, "-m", "sysrq_appliance", "--config",
                                str(self.sender.config), "--state-dir", str(self.sender.state),
-                               "send", *argv], capture_output=True, env=env())
+                               "send", *argv], capture_output=True, env=env(), timeout=60)
 
     def operator_send(self, *argv, member=True):
         return self.helper.client("send", *argv, user=NOBODY,
@@ -210,3 +210,34 @@ def test_one_operator_at_its_cap_is_refused_audited_and_others_are_served(setup)
     refusal = [e for e in setup.sink.entries() if b"per user" in e["SYSRQ_DETAIL"]]
     assert [(field(e, "SYSRQ_UID"), field(e, "SYSRQ_OUTCOME")) for e in refusal] == \
         [(str(NOBODY), "refused")]
+
+
+def test_a_journald_that_reads_nothing_costs_one_warning_not_a_hang(setup):
+    """The sink's queue filled up and nobody reading it, as a stalled journald's: root's
+    send and an operator's each end (warning and their own line) once audit.JOURNAL_WAIT
+    has passed; once the journal reads again, the next request is audited."""
+    import socket
+    from sysrq_appliance import audit
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stuffing:
+        stuffing.connect(str(setup.sink.dir / "socket"))
+        stuffing.setblocking(False)
+        filler = 0
+        while True:
+            try:
+                stuffing.send(b"MESSAGE=stuffing\nSYSLOG_IDENTIFIER=stuffing\n")
+                filler += 1
+            except BlockingIOError:
+                break
+        warning = (f"sysrq-appliance: warning: no audit entry written (journald took nothing "
+                   f"within {audit.JOURNAL_WAIT:g} s); install python3-systemd and check "
+                   "journald")
+        root = setup.root_send("web1", "h")
+        operator = setup.operator_send("web1", "h")
+    for done in (root, operator):
+        lines = done.stderr.decode().splitlines()
+        assert done.returncode == 1 and lines[0] == warning, lines
+        assert len(lines) == 2 and "refuses to send it in plaintext" in lines[1]
+    assert filler > 0 and setup.sink.entries() == []   # reads the queue: journald is back
+    after = setup.root_send("web1", "h")
+    assert after.returncode == 1 and len(after.stderr.splitlines()) == 1
+    assert [field(e, "SYSRQ_OUTCOME") for e in setup.sink.entries()] == ["not-sent"]

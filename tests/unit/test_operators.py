@@ -75,6 +75,33 @@ def test_a_failure_a_request_entry_told_already_is_not_told_twice():
     assert [(e.outcome, e.seqno) for e in written] == [("not-sent", 7)]
 
 
+def _blocked_in_the_kernel():
+    """A C call that blocks until a signal, and reports the interruption as libsystemd's
+    sendmsg() does (an EINTR error): libc's pause()."""
+    import ctypes
+    import os
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.pause() == -1:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+def test_a_call_blocked_on_journald_ends_within_the_bound_as_one_warning():
+    warnings = []
+    trail = audit.Trail(CALLER, "web1", "h", None, warn=warnings.append, host="admin1",
+                        writer=lambda entry: audit.bounded(_blocked_in_the_kernel, 0.05))
+    trail.failed(InputError("KEYS: empty"), refused=True)
+    assert warnings == ["sysrq-appliance: warning: no audit entry written (journald took "
+                        "nothing within 0.05 s); install python3-systemd and check journald"]
+
+
+def test_a_bounded_call_that_returns_in_time_leaves_no_alarm_behind():
+    import signal
+    before = signal.getsignal(signal.SIGALRM)
+    assert audit.bounded(lambda: 42, 5.0) == 42
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is before
+
+
 # ------------------------------------------------------------------ the socket's protocol
 
 @FUZZ
