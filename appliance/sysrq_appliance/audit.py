@@ -2,8 +2,9 @@
 
 Who asked (uid and user name, and whether as root or through the operators' helper), from
 which admin host, to which target, which keys or sequence, the sequence number and the
-outcome. Queried with `journalctl SYSLOG_IDENTIFIER=sysrq-appliance-audit` (or `-t`), or
-by field: `journalctl SYSRQ_TARGET=web1`.
+outcome. Queried with `journalctl _UID=0 SYSLOG_IDENTIFIER=sysrq-appliance-audit` (or
+`-t`), and by field: `journalctl _UID=0 -t sysrq-appliance-audit SYSRQ_TARGET=web1`. Match
+_UID=0 (journald's own, trusted field): any user can log with our identifier.
 
 Never a secret: the fields are built here from names, numbers and the one-line messages the
 CLI prints, none of which ever holds a key or a password. The entry goes through

@@ -242,8 +242,8 @@ def build_parser():
              "Run by a user other than root (a member of group sysrq-operators), send goes "
              "through\nthe operators' helper (sysrq-appliance-helper.socket), which sends as "
              "root and answers\nwith the same lines (--dry-run, --seqno, --salt and --config "
-             "still run here, as before).\nEvery request is one journal entry: journalctl -t "
-             "sysrq-appliance-audit\n\n"
+             "still run here, as before).\nEvery request is one journal entry: journalctl _UID=0 "
+             "-t sysrq-appliance-audit\n\n"
              "exit codes: 0 every request confirmed (or sent, for b/o/c, which cannot "
              "confirm),\n  1 not sent (no SA, network error), 2 bad input, nothing sent,\n"
              "  3 sent but not confirmed (wrong password, replay, tunnel down, key masked)")

@@ -255,3 +255,32 @@ def test_a_helper_that_never_answers_costs_one_line_and_exit_1(silent_helper, mo
 def test_one_user_cannot_take_every_slot(serving, uid, refused):
     line = helper.busy(serving, uid, max_clients=8, max_per_uid=3)
     assert line is None if refused is None else refused in line
+
+
+# ------------------------------------------------------------------ how the trail is read
+
+def test_every_documented_audit_query_matches_a_field_only_journald_sets():
+    """Anyone can log with SYSLOG_IDENTIFIER=sysrq-appliance-audit; only root's entries
+    carry _UID=0, only the helper's _SYSTEMD_UNIT=sysrq-appliance-helper.service."""
+    import pathlib
+    import re
+    root = pathlib.Path(__file__).resolve().parents[2]
+    sources = [root / "README.md", root / "docs" / "sysrq-appliance.8.rst",
+               root / "debian" / "README.Debian", root / "appliance" / "sysrq_appliance" /
+               "cli.py", *sorted((root / "debian").glob("*.service")),
+               *sorted((root / "tests" / "vagrant" / "scenarios").glob("*.scn"))]
+    queries = [line for path in sources for line in path.read_text().splitlines()
+               if re.search(r"journalctl\b.*sysrq-appliance-audit", line)]
+    assert len(queries) >= 6
+    untrusted = [q for q in queries if not re.search(r"\b_UID=0\b|\b_SYSTEMD_UNIT=", q)
+                 and ":: !contains" not in q]   # an absence check reads forgeries too
+    assert untrusted == []
+
+
+def test_journalds_rate_limit_never_drops_the_helpers_audit_entries():
+    import configparser
+    import pathlib
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(pathlib.Path(__file__).resolve().parents[2] / "debian" /
+              "sysrq-appliance.sysrq-appliance-helper.service")
+    assert unit["Service"]["LogRateLimitIntervalSec"] == "0"
