@@ -293,9 +293,12 @@ def write_secret(path, data, private_dir=True, field=None, mode=FILE_MODE):
             if isinstance(exc, IsADirectoryError):
                 raise InputError(f"{field}: {path} is a directory; remove it or give another "
                                  "path") from None
-            if isinstance(exc, PermissionError):
-                raise InputError(f"{field}: cannot write {path}: {exc.strerror} (an immutable "
-                                 f"file or directory? see lsattr {directory})") from None
+            if isinstance(exc, PermissionError):   # EACCES: owner and mode; EPERM: chattr +i
+                why = (f"{directory} is not writable by this user: see ls -ld {directory}"
+                       if exc.errno == errno.EACCES else
+                       f"an immutable file or directory? see lsattr {directory}")
+                raise InputError(f"{field}: cannot write {path}: {exc.strerror} ({why})") \
+                    from None
             raise
         os.fsync(dir_fd)
     finally:

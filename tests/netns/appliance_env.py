@@ -43,10 +43,11 @@ class Installation:
         cfg.write_text(text + f"firewall:\n  backend: {backend}\n")
         self.config = cfg
 
-    def cli(self, *argv, check=False, program=("-m", "sysrq_appliance"), esp=False):
-        """Run the CLI in the namespace; without SAs unless `esp`."""
+    def cli(self, *argv, check=False, program=("-m", "sysrq_appliance"), esp=False, prefix=()):
+        """Run the CLI in the namespace (under `prefix`, e.g. setpriv); without SAs unless
+        `esp`."""
         result = subprocess.run(
-            ["ip", "netns", "exec", self.ns.name, "/usr/bin/python3", *program,
+            ["ip", "netns", "exec", self.ns.name, *prefix, "/usr/bin/python3", *program,
              "--config", str(self.config), "--state-dir", str(self.state),
              "--sysfs-dir", str(self.sysfs), "--sysctl-path", str(self.sysctl),
              "--firewall-target", self.firewall_target, *([] if esp else ["--without-esp"]), *argv],

@@ -135,3 +135,44 @@ def test_a_probe_writes_no_kernel_log_line_with_the_real_xt_sysrq(
 
 
 from test_esp_netns import kernel_log_after, module_state_kept  # noqa: E402,F401
+
+
+def _bounding_set(unit, without=()):
+    """setpriv's --bounding-set for the capabilities `unit` keeps (CapabilityBoundingSet=)."""
+    import configparser
+    parsed = configparser.ConfigParser(strict=False, interpolation=None)
+    parsed.read(pathlib.Path(__file__).resolve().parents[2] / "debian" / unit)
+    caps = [c for c in parsed["Service"]["CapabilityBoundingSet"].split() if c not in without]
+    return "--bounding-set=-all" + "".join(f",+{c.removeprefix('CAP_').lower()}" for c in caps)
+
+
+def test_the_check_unit_writes_into_node_exporters_directory_owned_by_its_user(
+        linked_netns, tmp_path, bundle):
+    """/var/lib/prometheus/node-exporter belongs to prometheus, 0755: root with exactly the
+    check unit's capabilities writes the metrics there; without CAP_DAC_OVERRIDE it could
+    not (one line, exit 2)."""
+    import os
+    unit = "sysrq-appliance.sysrq-appliance-check.service"
+    sender, target = _pair(linked_netns, tmp_path, bundle, esp=False)
+    directory = tmp_path / "node-exporter"
+    directory.mkdir()
+    os.chown(directory, 65534, 65534)   # nobody, as prometheus would own it
+    os.chmod(directory, 0o755)
+    metrics = directory / "sysrq-appliance.prom"
+    try:
+        done = sender.cli("check", "--all", "--quiet", "--metrics", str(metrics),
+                          prefix=("setpriv", _bounding_set(unit), "--"))
+        assert (done.returncode, done.stdout, done.stderr) == (3, "", "")   # down: no SA here
+        assert _metrics(metrics)["sysrq_appliance_target_up", LABELS] == 0
+        assert os.stat(metrics).st_uid == 0 and [p.name for p in directory.iterdir()] == [
+            "sysrq-appliance.prom"]
+        metrics.unlink()
+        refused = sender.cli("check", "--all", "--quiet", "--metrics", str(metrics),
+                             prefix=("setpriv", _bounding_set(unit, {"CAP_DAC_OVERRIDE"}), "--"))
+        assert refused.returncode == 2 and refused.stderr == (
+            f"sysrq-appliance: --metrics: cannot write {metrics}: Permission denied ({directory} "
+            f"is not writable by this user: see ls -ld {directory})\n")
+        assert list(directory.iterdir()) == []
+    finally:
+        sender.cli("down", check=True)
+        target.cli("down", check=True)
