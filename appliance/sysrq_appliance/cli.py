@@ -163,8 +163,17 @@ def build_parser():
              "Remove our SAs, policies, firewall chain and password; restore kernel.sysrq.")
     p.set_defaults(func=_kernel_verb("down"))
     p = _sub(sub, "status", "show what is installed and its counters",
-             "sysrq-appliance status --json")
+             "sysrq-appliance status --json",
+             "Show what of ours the kernel holds, its counters, and how it differs from the "
+             "config.\n\n--metrics writes Prometheus' text format for node_exporter's textfile collector\n"
+             "(atomically): sysrq_appliance_in_sync, _status_timestamp_seconds, and on a "
+             "target\nsysrq_appliance_target_armed and _target_armed_part{part=module|"
+             "password|chain|tunnel}.\nsysrq-appliance-reapply.service writes them after "
+             "each re-apply where\n/var/lib/prometheus/node-exporter exists.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--metrics", metavar="PATH", type=_path,
+                   help="also write the result to PATH (*.prom) for node_exporter")
+    p.add_argument("--quiet", action="store_true", help="print nothing (for the timer)")
     p.set_defaults(func=_kernel_verb("status"))
     p = _sub(sub, "plan", "print what 'apply' would change, change nothing",
              "sysrq-appliance plan")

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import sys
+import time
 
 from sysrq_appliance import (config, controller, firewall, healing, lock, sa_sequence, system,
                              xfrm)
@@ -41,9 +42,15 @@ def plan(args):
 
 
 def status(args):
+    from sysrq_appliance import health as metrics
+    if args.metrics:
+        metrics.check_metrics_path(args.metrics)
     ctx = context(args, config.load(args.config))
     with _kernel(args, ctx, read_only=True) as (sock, backend):
         result = status_report.report(ctx, sock, backend)
+    if args.metrics:
+        metrics.write_status_metrics(args.metrics, result, time.time())
+    if not args.quiet:
         print(status_report.render_json(result) if args.json else status_report.render_text(result))
     return 0 if result["in_sync"] else status_report.EXIT_DRIFT
 

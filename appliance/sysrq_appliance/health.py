@@ -195,3 +195,35 @@ def write_metrics(path, results, checked_at):
     except OSError:
         pass
     secretfile.write_public(path, metrics_text(results, checked_at, previous), "--metrics")
+
+
+# ------------------------------------------------------------- the target's half: status
+
+ARMED_PARTS = ("module", "password", "chain", "tunnel")
+
+
+def status_metrics_text(result, checked_at):
+    """Prometheus text format of a `status` report (status.summarize): whether this host's
+    kernel matches its config, and on a target whether each part of the rescue path is
+    armed (the parts the re-apply timer repairs)."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+    registry = CollectorRegistry()
+    Gauge("sysrq_appliance_in_sync", "1 when this host's kernel matches its config (status "
+          "shows no drift), else 0", registry=registry).set(1 if result["in_sync"] else 0)
+    Gauge("sysrq_appliance_status_timestamp_seconds", "When status last read this host's "
+          "kernel (Unix time)", registry=registry).set(checked_at)
+    if result["role"] == "target":
+        armed = result["armed"]
+        Gauge("sysrq_appliance_target_armed", "1 when xt_SYSRQ is loaded with the stored "
+              "password and our chain and tunnel are as configured, else 0",
+              registry=registry).set(1 if armed["all"] else 0)
+        part = Gauge("sysrq_appliance_target_armed_part", "1 when this part of the rescue "
+                     "path is as configured, else 0", ["part"], registry=registry)
+        for name in ARMED_PARTS:
+            part.labels(name).set(1 if armed[name] else 0)
+    return generate_latest(registry)
+
+
+def write_status_metrics(path, result, checked_at):
+    from sysrq_appliance import secretfile
+    secretfile.write_public(path, status_metrics_text(result, checked_at), "--metrics")

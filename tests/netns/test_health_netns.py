@@ -176,3 +176,35 @@ def test_the_check_unit_writes_into_node_exporters_directory_owned_by_its_user(
     finally:
         sender.cli("down", check=True)
         target.cli("down", check=True)
+
+
+def test_the_targets_status_metrics_say_whether_each_part_is_armed(linked_netns, tmp_path,
+                                                                   bundle):
+    """What sysrq-appliance-reapply.service writes after each re-apply: armed after apply,
+    not armed (and which parts) after down; parsed with prometheus_client's parser."""
+    sender, target = _pair(linked_netns, tmp_path, bundle, esp=False)
+    metrics = tmp_path / "sysrq-appliance-status.prom"
+    parts = [("sysrq_appliance_target_armed_part", (("part", part),))
+             for part in ("module", "password", "chain", "tunnel")]
+    try:
+        done = target.cli("status", "--quiet", "--metrics", str(metrics))
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+        armed = _metrics(metrics)
+        assert armed["sysrq_appliance_target_armed", ()] == 1
+        assert [armed[p] for p in parts] == [1, 1, 1, 1]
+        assert armed["sysrq_appliance_in_sync", ()] == 1
+        assert armed["sysrq_appliance_status_timestamp_seconds", ()] > 1.7e9
+        assert oct(metrics.stat().st_mode & 0o777) == "0o644"
+
+        sent = sender.cli("status", "--quiet", "--metrics", str(tmp_path / "sender.prom"))
+        assert sent.returncode == 0, sent.stderr
+        assert ("sysrq_appliance_target_armed", ()) not in _metrics(tmp_path / "sender.prom")
+    finally:
+        sender.cli("down", check=True)
+        target.cli("down", check=True)
+    done = target.cli("status", "--quiet", "--metrics", str(metrics))
+    assert done.returncode == 4 and done.stdout == ""     # drift: exit 4, the metrics say it
+    down = _metrics(metrics)
+    assert down["sysrq_appliance_target_armed", ()] == 0
+    assert down["sysrq_appliance_in_sync", ()] == 0
+    assert down[parts[2]] == 0 and down[parts[3]] == 0    # our chain and policies are gone

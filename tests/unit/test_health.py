@@ -71,3 +71,43 @@ def test_targets_are_chosen_by_name_or_address_once_each_or_all():
         == ["web2", "web1"]
     with pytest.raises(InputError, match="give TARGET... or --all, not both"):
         health.select_peers(cfg, ["web1"], True)
+
+
+def _status_samples(result):
+    from prometheus_client.parser import text_string_to_metric_families
+    text = health.status_metrics_text(result, 1764400000.0).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_a_targets_status_metrics_name_the_part_that_is_not_armed():
+    armed = {"module": True, "password": False, "chain": True, "tunnel": True, "all": False}
+    samples = _status_samples({"role": "target", "in_sync": False, "armed": armed})
+    assert samples == {
+        ("sysrq_appliance_in_sync", ()): 0, ("sysrq_appliance_target_armed", ()): 0,
+        ("sysrq_appliance_status_timestamp_seconds", ()): 1764400000.0,
+        **{("sysrq_appliance_target_armed_part", (("part", part),)): value
+           for part, value in (("module", 1), ("password", 0), ("chain", 1), ("tunnel", 1))}}
+
+
+def test_a_senders_status_metrics_say_only_whether_it_is_in_sync():
+    samples = _status_samples({"role": "sender", "in_sync": True})
+    assert samples == {("sysrq_appliance_in_sync", ()): 1,
+                       ("sysrq_appliance_status_timestamp_seconds", ()): 1764400000.0}
+
+
+def test_the_reapply_unit_writes_the_status_metrics_with_options_status_has():
+    import pathlib
+    import shlex
+    from sysrq_appliance import cli
+    root = pathlib.Path(__file__).resolve().parents[2]
+    units = [root / "debian" / "sysrq-appliance.sysrq-appliance-reapply.service",
+             root / "etc" / "systemd" / "sysrq-appliance-reapply.service"]
+    assert units[0].read_text() == units[1].read_text()
+    (line,) = [l for l in units[0].read_text().splitlines() if l.startswith("ExecStopPost=")]
+    script = shlex.split(line.split("=", 1)[1].lstrip("-"))[-1]
+    command = shlex.split(script.split("exec /usr/bin/sysrq-appliance ", 1)[1])
+    args = cli.build_parser().parse_args(command)
+    assert args.command == "status" and args.quiet
+    assert args.metrics == "/var/lib/prometheus/node-exporter/sysrq-appliance-status.prom"
+    assert script.startswith("test -d /var/lib/prometheus/node-exporter || exit 0;")
