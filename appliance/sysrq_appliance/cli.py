@@ -165,8 +165,8 @@ def build_parser():
     p = _sub(sub, "status", "show what is installed and its counters",
              "sysrq-appliance status --json",
              "Show what of ours the kernel holds, its counters, and how it differs from the "
-             "config.\n\n--metrics writes Prometheus' text format for node_exporter's textfile collector\n"
-             "(atomically): sysrq_appliance_in_sync, _status_timestamp_seconds, and on a "
+             "config.\n\n--metrics writes Prometheus' text format for node_exporter's "
+             "textfile collector\n(atomically): sysrq_appliance_in_sync, _status_timestamp_seconds, and on a "
              "target\nsysrq_appliance_target_armed and _target_armed_part{part=module|"
              "password|chain|tunnel}.\nsysrq-appliance-reapply.service writes them after "
              "each re-apply where\n/var/lib/prometheus/node-exporter exists.")

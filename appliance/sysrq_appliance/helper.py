@@ -134,10 +134,10 @@ def serve(listener, gid, group, path, run, max_clients=MAX_CLIENTS, max_per_uid=
                 conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 continue
-            uid = peer_of(conn).uid
-            line = busy(list(children.values()), uid, max_clients, max_per_uid)
+            peer = peer_of(conn)
+            line = busy(list(children.values()), peer.uid, max_clients, max_per_uid)
             if line:
-                _refuse_busy(conn, line)
+                _refuse_busy(conn, peer, line)
                 continue
             pid = os.fork()
             if pid == 0:   # the child: this connection only
@@ -149,7 +149,7 @@ def serve(listener, gid, group, path, run, max_clients=MAX_CLIENTS, max_per_uid=
                 finally:
                     os._exit(code)
             conn.close()
-            children[pid] = uid
+            children[pid] = peer.uid
     except KeyboardInterrupt:   # SIGTERM from systemd (cli.main turns it into this)
         return
 
@@ -174,12 +174,12 @@ def _reap(children):
             del children[pid]
 
 
-def _refuse_busy(conn, line):
-    """One line and exit 1, audited (who was turned away, and why)."""
+def _refuse_busy(conn, peer, line):
+    """One line and exit 1, audited (who was turned away, and why; audit.JOURNAL_WAIT
+    bounds the entry)."""
     with conn:
         conn.settimeout(1.0)
         answer = Answer(conn)
-        peer = peer_of(conn)
         caller = audit.Caller(peer.uid, audit.user_name(peer.uid), "helper", peer.pid)
         audit.Trail(caller, None, None, None, warn=lambda text: None).failed(
             ApplianceError(line), refused=True)

@@ -121,7 +121,10 @@ def request(path, argv, out, err, user, seconds):
                              errno.EPROTOTYPE):
                 raise not_listening(path, exc.strerror) from None
             raise
-        sock.send(data)
+        try:
+            sock.send(data)
+        except TimeoutError:
+            raise no_answer(path, seconds) from None
         while True:
             try:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
