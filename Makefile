@@ -5,7 +5,7 @@
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: check demo unit netns realkernel bench bench-guest bench-smoke deb package vagrant
+.PHONY: check demo unit netns realkernel bench bench-guest bench-smoke deb package vagrant scenarios-alone
 
 check: unit netns realkernel bench-smoke package vagrant
 
@@ -49,6 +49,14 @@ vagrant:
 	tests/package/build-deb.sh out
 	tests/vagrant/run.sh trixie
 	tests/vagrant/run.sh bookworm
+
+# Every Debian 13 scenario file alone on the provisioned pair (a snapshot reverted between
+# files): what the independence of the files rests on (about 40 min here; not part of check).
+ALONE := $(shell ls -r tests/vagrant/scenarios/*.scn | grep -Ev '/(isolation|trixie|bookworm|bench)\.scn$$')
+scenarios-alone:
+	tests/install-deps.sh vagrant package
+	tests/package/build-deb.sh out
+	tests/vagrant/run.sh trixie each $(ALONE)
 
 # The benchmarks and drills on this host (bench/README.md has the latest results).
 bench:
