@@ -70,7 +70,7 @@ bench:
 bench-guest:
 	tests/install-deps.sh vagrant package
 	tests/package/build-deb.sh out
-	tests/vagrant/run.sh trixie all tests/vagrant/scenarios/bench.scn
+	SCN_TIMEOUT=1800 tests/vagrant/run.sh trixie all tests/vagrant/scenarios/bench.scn
 
 # CI: the same programs, small, to prove they still run (no timing is asserted).
 bench-smoke:
