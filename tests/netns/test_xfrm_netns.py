@@ -5,7 +5,10 @@ test's namespace, and test_root_namespace_untouched checks that our addresses ne
 outside it.  The only packet sent goes between two veth ends that both live in the namespace.
 """
 
+import contextlib
+import errno
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -270,6 +273,52 @@ def _many_policies(n):
         result.append(Policy(Selector("10.63.0.1", peer, 17, dport=9), "out",
                              Template("10.63.0.1", peer, OURS)))
     return result
+
+
+@contextlib.contextmanager
+def deadline(seconds):
+    """Fail instead of hanging (what a lost netlink ACK used to cause)."""
+    def expired(signum, frame):
+        raise AssertionError(f"still waiting after {seconds} s")
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_batches_fit_the_receive_buffer(xfrm, netns):
+    """With a small receive buffer (Debian's default net.core.rmem_max is 208 KiB, where a
+    64 KiB batch of SA deletes once overflowed it and `down` waited forever for the dropped
+    ACKs), batches shrink so every ACK arrives: 600 deletes, 600 answers."""
+    xfrm._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)   # the kernel doubles it
+    policies = _many_policies(600)
+    with deadline(120):
+        assert xfrm.add_policies(policies) == [None] * 600
+        assert xfrm.delete_policies(policies) == [None] * 600
+    assert "dir out" not in ip_xfrm(netns, "policy")
+
+
+def test_a_dropped_ack_is_an_error_for_its_request_not_a_wait(xfrm, netns, monkeypatch):
+    """If ACKs are dropped anyway (batches larger than the buffer, forced here), each request
+    whose answer was lost gets an error and the call returns; running again converges."""
+    xfrm._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    monkeypatch.setattr(X.XfrmSocket, "ACK_BYTES", 1)
+    policies = _many_policies(600)
+    with deadline(120):
+        errors = xfrm.add_policies(policies)
+    lost = [e for e in errors if e is not None]
+    assert lost, "a 4 KiB buffer cannot hold 600 ACKs: some must have been dropped"
+    assert all(e.errno == errno.ENOBUFS and "answer was dropped" in str(e) for e in lost)
+    assert str(lost[0]).startswith("ip xfrm policy add src 10.63.0.1/32 dst 10.64.")
+    monkeypatch.undo()
+    with deadline(120):   # the kernel did add them: the next run sees each one there
+        again = xfrm.add_policies(policies)
+    assert all(isinstance(e, X.XfrmExists) for e in again)
+    with deadline(120):
+        assert xfrm.delete_policies(policies) == [None] * 600
 
 
 def test_many_requests_per_sendmsg_each_with_its_own_answer(xfrm, netns):

@@ -7,6 +7,7 @@ that key, and refuse if it is not ours.
 import errno
 import ipaddress
 import os
+import socket
 import struct
 
 from pyroute2.netlink import NETLINK_XFRM, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, nlmsg
@@ -85,8 +86,13 @@ class XfrmSocket(NetlinkSocket):
     """
 
     # Requests per sendmsg: well under the send buffer (the kernel refuses a message larger
-    # than it), and their ACKs well under the receive buffer (or the kernel drops them).
+    # than it), and their ACKs well under the receive buffer, or the kernel drops the ACKs
+    # that do not fit. One ACK takes up to ~1.3 KiB of that buffer (the skb's truesize, more
+    # when it carries a refused request back), so a batch has at most rcvbuf / ACK_BYTES
+    # requests: ~200 with Debian's default net.core.rmem_max, where 64 KiB of 60-byte SA
+    # deletes (1,092) overflowed it.
     BATCH_BYTES = 64 * 1024
+    ACK_BYTES = 2048
     RECV_BYTES = 1 << 20
 
     def __init__(self):
@@ -147,12 +153,13 @@ class XfrmSocket(NetlinkSocket):
         does not stop the ones after it."""
         outcome = [None] * len(requests)
         data, pending = bytearray(), {}
+        most = max(1, self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // self.ACK_BYTES)
         for index, (msg, msg_type) in enumerate(requests):
             msg["header"].update(type=msg_type, flags=NLM_F_REQUEST | NLM_F_ACK,
                                  sequence_number=self._next_seq(), pid=0)
             msg.reset()
             msg.encode()
-            if data and len(data) + len(msg.data) > self.BATCH_BYTES:
+            if data and (len(data) + len(msg.data) > self.BATCH_BYTES or len(pending) >= most):
                 self._send_and_collect(data, pending, outcome)
                 data, pending = bytearray(), {}
             data += msg.data
@@ -163,11 +170,25 @@ class XfrmSocket(NetlinkSocket):
 
     def _send_and_collect(self, data, pending, outcome):
         self._sock.sendto(bytes(data), (0, 0))
+        # The kernel handles the whole batch inside sendto: every ACK it will ever send is
+        # queued by now. Read without waiting, so an ACK the kernel dropped (receive buffer
+        # full) is an error for its request, never a wait that does not end.
         while pending:
-            for seq, code, extack in parse_acks(self._sock.recv(self.RECV_BYTES)):
+            try:
+                answers = self._sock.recv(self.RECV_BYTES, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:    # ENOBUFS: some were dropped; read the rest
+                    raise
+                continue
+            for seq, code, extack in parse_acks(answers):
                 index = pending.pop(seq, None)
                 if index is not None and code:
                     outcome[index] = NetlinkError(code, extack) if extack else NetlinkError(code)
+        for index in pending.values():
+            outcome[index] = NetlinkError(errno.ENOBUFS, "its answer was dropped, our receive "
+                                          "buffer was full; run the command again")
 
     def _many(self, verb, objects, describe, encode, msg_type):
         errors = self.request_many([(encode(o), msg_type) for o in objects])
