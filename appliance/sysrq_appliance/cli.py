@@ -174,6 +174,34 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="overwrite an existing bundle")
     p.set_defaults(func=_pair)
 
+    p = _sub(sub, "fleet", "render every host's half from a fleet inventory",
+             "sysrq-appliance fleet render fleet.yaml --out /root/fleet")
+    fsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    fsub.required = True
+    q = _sub(fsub, "render", "write every host's half of the fleet into a directory "
+             "(idempotent)",
+             "sysrq-appliance fleet render fleet.yaml --out /root/fleet",
+             "Write OUT/HOST/ for every admin host and target in INVENTORY: each is the "
+             "content of\n/etc/sysrq-appliance on that host (files 0600, directories 0700). "
+             "Run it again after\nediting the inventory: keys, SPIs and passwords already in "
+             "OUT are kept, a file is\nrewritten only when its content changes, and the files "
+             "of hosts no longer listed are\nremoved (only files this command wrote, listed in "
+             "OUT/.manifest). Every admin host\ngets its own tunnel to every target and a copy "
+             "of each target's password.\n\n"
+             "inventory format (YAML):\n"
+             "  admins:  [{name: admin1, address: 10.10.25.1}, ...]\n"
+             "  targets: [{name: web1, address: 10.10.25.7, allow: [sync, remount, reboot]}, "
+             "...]\n"
+             "  groups:  {web: [web1, web2]}          # optional: send --group web\n"
+             "  sysrq:   {port: 9, allow: [...]}      # optional: defaults for every target\n"
+             "  ipsec:   {algorithm: rfc4106(gcm(aes))}\n"
+             "  etc_dir: /etc/sysrq-appliance         # where the halves live on the hosts")
+    q.add_argument("inventory", metavar="INVENTORY", type=_path, help="the inventory file")
+    q.add_argument("--out", required=True, metavar="DIR", type=_path,
+                   help="where the halves live: a new directory, or one this command wrote "
+                        "before (yours, 0700: it holds secrets)")
+    q.set_defaults(func=_fleet_render)
+
     p = _sub(sub, "password", "set or rotate the SysRq password",
              "sysrq-appliance password rotate")
     psub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -262,6 +290,23 @@ def _pair(args):
           f"{sender[0]}:{args.etc_dir}/ (e.g. rsync -a over ssh, as root),")
     print("      then run 'sysrq-appliance apply' on both (or enable sysrq-appliance.service);")
     print("      delete the bundle afterwards: it holds the keys and the password")
+    return EXIT_OK
+
+
+def _fleet_render(args):
+    from sysrq_appliance import fleetdir, inventory
+    inv = inventory.load(args.inventory)
+    report = fleetdir.render(inv, args.out)
+    for verb, hosts in (("wrote", report.written), ("removed", report.removed)):
+        for host, paths in hosts.items():
+            shown = ", ".join(paths) if len(paths) <= 4 else f"{len(paths)} files"
+            print(f"{verb} {os.path.join(args.out, host)}/: {shown}")
+    written = sum(map(len, report.written.values()))
+    removed = sum(map(len, report.removed.values()))
+    hosts = len(inv.admins) + len(inv.targets)
+    print(f"{hosts} hosts in {args.out}: {written} files written, {removed} removed, "
+          f"{report.unchanged} unchanged" + ("" if written or removed else
+                                             " (nothing to change)"))
     return EXIT_OK
 
 
