@@ -224,7 +224,8 @@ def build_parser():
     q.set_defaults(func=_password_rotate)
 
     p = _sub(sub, "send", "send SysRq keys to a target through the tunnel (sender)",
-             "sysrq-appliance send web1 s",
+             "sysrq-appliance send web1 s\n"
+             "  sysrq-appliance send --group web --sequence thaw",
              "Build an authenticated xt_SYSRQ request and send it over UDP from this host's\n"
              "tunnel address, so the outbound IPsec policy encrypts it. 'confirmed' means the\n"
              "target accepted it (its ICMP port-unreachable answer came back through the "
@@ -242,12 +243,24 @@ def build_parser():
              "The request only ever leaves through this host's ESP SA to the target: without "
              "it\n(no 'apply' here, or the SA removed) the kernel refuses to send it in "
              "plaintext (exit 1).\n\n"
+             "Several targets (web1,web2, --group NAME, --all): one process sends each step "
+             "to all of\nthem before it waits, prints one line per target as its answer "
+             "arrives, then a summary.\n\n"
              "exit codes: 0 every request confirmed (or sent, for b/o/c, which cannot "
-             "confirm),\n  1 not sent (no SA, network error), 2 bad input, nothing sent,\n"
-             "  3 sent but not confirmed (wrong password, replay, tunnel down, key masked)")
-    p.add_argument("target", metavar="TARGET", help="peer name or address from the config")
+             "confirm),\n  1 not sent (no SA, network error; to several targets: to none of "
+             "them),\n  2 bad input, nothing sent,\n"
+             "  3 sent but not confirmed (wrong password, replay, tunnel down, key masked; to "
+             "several\n    targets: some target not confirmed or not sent)")
+    p.add_argument("target", metavar="TARGET", nargs="?",
+                   help="peer name or address from the config, or several joined by commas "
+                        "(web1,web2); not with --group or --all")
     p.add_argument("keys", metavar="KEYS", nargs="?",
                    help="one or more SysRq keys, e.g. s or sub (or use --sequence)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--group", metavar="NAME",
+                       help="send to every target of group NAME (the config's groups:)")
+    which.add_argument("--all", action="store_true", dest="everyone",
+                       help="send to every target in the config")
     p.add_argument("--sequence", metavar="NAME",
                    help="send a rescue sequence, one request per step (listed above)")
     p.add_argument("--count", type=_whole(1, 1000), default=1, metavar="N",
@@ -260,8 +273,23 @@ def build_parser():
                    "--dry-run: reproducible output)")
     p.add_argument("--salt", help="use this salt, 1-64 of A-Z a-z 0-9 _ - (with --dry-run: "
                    "reproducible output)")
-    p.set_defaults(func=_send)
+    p.set_defaults(func=_send, check=_send_usage(p))
     return parser
+
+
+def _send_usage(parser):
+    """TARGET and KEYS are both optional positionals, so argparse cannot tell a usage
+    error here; with --group or --all the one positional given is KEYS."""
+    def check(args):
+        if args.group is not None or args.everyone:
+            if args.keys is not None:
+                parser.error("with --group or --all, give no TARGET (only KEYS or "
+                             "--sequence NAME)")
+            args.target, args.keys = None, args.target
+        elif args.target is None:
+            parser.error("the following arguments are required: TARGET (or --group NAME, "
+                         "or --all)")
+    return check
 
 
 def _load(args, **kwargs):
@@ -385,14 +413,16 @@ def _password_rotate(args):
 
 def _send(args):
     from sysrq_appliance import sending
-    sending.check_request(args.keys, args.sequence, args.salt)
+    target, keys = args.target, args.keys
+    sending.check_request(keys, args.sequence, args.salt)
     cfg = _load(args)
     options = sending.Options(count=args.count, wait=args.wait, dry_run=args.dry_run,
                               seqno=args.seqno, salt=args.salt, state_dir=args.state_dir)
-    unconfirmed = sending.send(cfg, args.target, args.keys, args.sequence, options,
-                               report=lambda line: print(line, flush=True),
-                               warn=lambda line: print(line, file=sys.stderr))
-    return EXIT_NOT_CONFIRMED if unconfirmed else EXIT_OK
+    not_done = sending.send(cfg, target, keys, args.sequence, options,
+                            report=lambda line: print(line, flush=True),
+                            warn=lambda line: print(line, file=sys.stderr),
+                            group=args.group, everyone=args.everyone)
+    return EXIT_NOT_CONFIRMED if not_done else EXIT_OK
 
 
 def main(argv=None):
@@ -421,6 +451,8 @@ def _interrupt(signum, frame):
 def _main(argv):
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "check", None):
+            args.check(args)
     except SystemExit as exc:   # --help, --version, or a usage error already printed
         return exc.code
     try:
