@@ -14,6 +14,7 @@ Nothing here ever puts a secret's content into an exception message.
 
 import errno
 import os
+import re
 import secrets
 import stat
 
@@ -23,6 +24,7 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 MAX_SECRET_BYTES = 64 * 1024     # key files and passwords are a few hundred bytes
 _UNSAFE_DIR_BITS = stat.S_IWGRP | stat.S_IWOTH
+_SPACE = re.compile(r"\s")     # what str.isspace() calls a space, Unicode ones included
 
 
 def _owners():
@@ -33,7 +35,7 @@ def _owners():
 def check_path_text(path, field):
     """A path we may name in messages and hand to the kernel: absolute, printable, bounded."""
     if not isinstance(path, str) or not path.startswith("/") or len(path) > 4096 \
-            or not path.isprintable() or any(c.isspace() for c in path):
+            or not path.isprintable() or _SPACE.search(path):
         raise InputError(f"{field}: not an absolute path without spaces or control "
                          "characters; give e.g. /etc/sysrq-appliance/password")
     return path
@@ -106,8 +108,16 @@ def write_value(path, data):
 
 def read_bounded(fd, limit, where):
     """Read all of `fd` (closing it) but refuse more than `limit` bytes."""
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
+    chunks, size = [], 0
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        # In pieces: read(limit + 1) would allocate the whole limit for every small file.
+        while size <= limit:
+            chunk = f.read(min(1 << 16, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    data = b"".join(chunks)
     if len(data) > limit:
         raise InputError(f"{where}: larger than {limit} bytes; give the right file")
     return data
