@@ -5,9 +5,9 @@
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: check demo unit netns realkernel bench bench-guest bench-smoke deb package vagrant
+.PHONY: check demo unit netns ansible realkernel bench bench-guest bench-smoke deb package vagrant
 
-check: unit netns realkernel bench-smoke package vagrant
+check: unit netns ansible realkernel bench-smoke package vagrant
 
 deb:
 	tests/install-deps.sh package
@@ -21,6 +21,12 @@ package:
 unit:
 	tests/install-deps.sh unit
 	tests/run-unprivileged.sh $(PYTEST) tests/unit
+
+# The Ansible role with Debian's ansible, over the local connection into scratch directories
+# (as nobody): modes, no secret in the output, changed=0 the second time, leavers removed.
+ansible:
+	tests/install-deps.sh ansible
+	tests/run-unprivileged.sh $(PYTEST) tests/ansible
 
 # The same root tests again inside a Debian 13 root (iptables 1.8.11, python-iptables'
 # issue 353 fix, pyroute2 0.7.7), built once with mmdebstrap and cached outside the repo.
