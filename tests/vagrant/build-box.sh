@@ -10,7 +10,7 @@
 #
 # What is in it and why:
 #  - everything our .deb needs at run time, because the guests have no route out and no mirror:
-#    python3 + pyroute2/iptables/yaml, iptables, iproute2, kmod, xtables-addons-common;
+#    python3 + pyroute2/iptables/yaml/apt, iptables, iproute2, kmod, xtables-addons-common;
 #  - nftables, disabled as Debian ships it: the hung-shutdown drill and the unit check enable it;
 #  - xt_SYSRQ and the other xtables-addons modules, built by DKMS for the box's kernel here, in
 #    the chroot, so no compiler ever runs under TCG; compiler and headers are purged afterwards;
@@ -41,6 +41,7 @@ PACKAGES=(
     iproute2 iptables nftables iputils-ping procps e2fsprogs util-linux netbase
     python3 python3-pyroute2 python3-iptables python3-yaml
     xtables-addons-common
+    python3-apt     # Ansible's apt module (the fleet rollout installs our .deb with it)
 )
 # Installed for the DKMS build only, purged afterwards (with what they pulled in).
 BUILD_ONLY=(xtables-addons-dkms linux-headers-amd64)

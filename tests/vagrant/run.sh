@@ -9,7 +9,8 @@
 #
 # RELEASE is the sender's: trixie (Debian 13) or bookworm (Debian 12). The target is always
 # Debian 13: a Debian 12 target cannot work (its xt_SYSRQ 3.23 panics the kernel), so the
-# bookworm run is a Debian 12 admin host in front of a Debian 13 target. Run as root. Apt
+# bookworm run is a Debian 12 admin host in front of a Debian 13 target, and then of two:
+# the fleet run (fleet.scn, a third machine). Run as root. Apt
 # installs what is missing. The full run always ends with `down`, also on failure or interrupt. The product is provisioned from
 # $SYSRQ_DEB_DIR/sysrq-appliance_*.deb (default: out/ of this repository); without it the VMs
 # come up bare and only the infrastructure scenarios mean anything.
@@ -21,12 +22,19 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 RELEASE=${1:-}
 ACTION=${2:-all}
-case "$RELEASE" in trixie|bookworm) ;; *) sed -n '2,16p' "$0" >&2; exit 2 ;; esac
-case "$ACTION" in all|up|test|down) ;; *) sed -n '2,16p' "$0" >&2; exit 2 ;; esac
+case "$RELEASE" in trixie|bookworm) ;; *) sed -n '2,17p' "$0" >&2; exit 2 ;; esac
+case "$ACTION" in all|up|test|down) ;; *) sed -n '2,17p' "$0" >&2; exit 2 ;; esac
 shift $(($# < 2 ? $# : 2))
 
 RUN_DIR=${SYSRQ_RUN_DIR:-/var/tmp/sysrq-appliance-vagrant/$RELEASE}
 MACHINES=(sender target)
+# The bookworm run is the fleet run too: a second Debian 13 target that gets only the box;
+# fleet.scn renders an inventory here and rolls it out with ansible-playbook over the
+# management network (cheaper than a run of its own: the boot and the Debian 12 box are shared).
+if [ "$RELEASE" = bookworm ]; then
+    MACHINES+=(target2)
+    export SYSRQ_FLEET=1
+fi
 
 # ----------------------------------------------------------------------------- environment
 # Everything the Vagrantfile and Vagrant read. Vagrant never contacts anything outside: no
@@ -54,7 +62,8 @@ vagrant() { command vagrant "$@"; }
 use_boxes() {
     read -r SYSRQ_SENDER_BOX SYSRQ_TARGET_BOX <"$RUN_DIR/box"
     SYSRQ_BOX=$SYSRQ_SENDER_BOX
-    export SYSRQ_BOX SYSRQ_SENDER_BOX SYSRQ_TARGET_BOX
+    SYSRQ_TARGET2_BOX=$SYSRQ_TARGET_BOX
+    export SYSRQ_BOX SYSRQ_SENDER_BOX SYSRQ_TARGET_BOX SYSRQ_TARGET2_BOX
 }
 stamp() { local line; while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done; }
 timing() { echo "$1 $2" >>"$RUN_DIR/timings"; log "TIME $1: $2 s"; }
@@ -83,7 +92,7 @@ add_box() {
 up() {
     need_root
     apt_ensure vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 \
-        qemu-utils mmdebstrap dnsmasq-base e2fsprogs openssh-client python3
+        qemu-utils mmdebstrap dnsmasq-base e2fsprogs openssh-client python3 ansible
     [ -s "$RUN_DIR/box" ] && { log "VMs of an earlier run are recorded in $RUN_DIR: taking them down first"; down; }
     rm -rf "$RUN_DIR"
     mkdir -p "$RUN_DIR" "$SYSRQ_SERIAL_DIR" "$SYSRQ_LOG_DIR"
@@ -123,7 +132,7 @@ guest_memory() {
 # The isolation gate: nothing else runs unless every network our domains use is isolated
 # and no guest has a way out.
 check_isolation() {
-    local m uuid net type failed=0
+    local m uuid net type failed=0 scn
     for m in "${MACHINES[@]}"; do
         uuid=$(cat "$VAGRANT_DOTFILE_PATH/machines/$m/libvirt/id")
         while read -r _ type net _; do
@@ -141,9 +150,13 @@ check_isolation() {
         done < <(virsh -q domiflist "$uuid")
     done
     [ "$failed" = 0 ] || die "a guest network is not isolated; not running any scenario"
-    "$HERE/scenarios.py" --ssh-config "$RUN_DIR/ssh-config" --vagrant-dir "$REPO" \
-        --log "$RUN_DIR/scenarios.log" "$HERE/scenarios/isolation.scn" ||
-        die "a guest can reach out; not running any scenario"
+    local gate=("$HERE/scenarios/isolation.scn")
+    [[ " ${MACHINES[*]} " == *" target2 "* ]] && gate+=("$HERE/scenarios/fleet/isolation.scn")
+    for scn in "${gate[@]}"; do
+        "$HERE/scenarios.py" --ssh-config "$RUN_DIR/ssh-config" --vagrant-dir "$REPO" \
+            --log "$RUN_DIR/scenarios.log" "$scn" ||
+            die "a guest can reach out; not running any scenario"
+    done
 }
 
 run_scenarios() {
@@ -155,8 +168,9 @@ run_scenarios() {
     t=$(now)
     for scn in "$@"; do
         log "scenarios: $scn"
-        "$HERE/scenarios.py" --ssh-config "$RUN_DIR/ssh-config" --vagrant-dir "$REPO" \
-            --serial-dir "$SYSRQ_SERIAL_DIR" --log "$RUN_DIR/scenarios.log" "$scn" || rc=1
+        SYSRQ_RUN_DIR=$RUN_DIR "$HERE/scenarios.py" --ssh-config "$RUN_DIR/ssh-config" \
+            --vagrant-dir "$REPO" --serial-dir "$SYSRQ_SERIAL_DIR" \
+            --log "$RUN_DIR/scenarios.log" "$scn" || rc=1
     done
     timing scenarios $(($(now) - t))
     return $rc
