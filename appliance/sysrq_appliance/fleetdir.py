@@ -101,26 +101,29 @@ class _Tree:
     checked once (ours, 0700, not a symlink) before anything under it is read or removed."""
 
     def __init__(self, out):
-        self.out, self._checked, self._read = out, {out}, {}
+        self.out, self._checked, self._missing, self._read = out, {out}, set(), {}
 
     def read(self, path):
         """The bytes of a file we wrote earlier (a secret: ours, 0600, not a symlink), or
         None if there is none."""
         if path not in self._read:
-            full = os.path.join(self.out, path)
-            data = None
-            if os.path.lexists(full):
-                self.check_dirs(path)
-                data = read_secret(full, "--out", limit=yamlfile.MAX_BYTES, ancestors=False)
-            self._read[path] = data
+            self.check_dirs(path)
+            self._read[path] = read_secret(os.path.join(self.out, path), "--out",
+                                           limit=yamlfile.MAX_BYTES, ancestors=False,
+                                           missing_ok=True)
         return self._read[path]
 
     def check_dirs(self, path):
+        """Every existing directory between `out` and `path`: ours, 0700, not a symlink."""
         directory = os.path.dirname(os.path.join(self.out, path))
         while directory not in self._checked:
-            if os.path.lexists(directory):
-                check_private_dir(directory, "--out")
-                self._checked.add(directory)
+            if directory in self._missing:
+                return
+            if not os.path.lexists(directory):
+                self._missing.add(directory)
+                return
+            check_private_dir(directory, "--out")
+            self._checked.add(directory)
             directory = os.path.dirname(directory)
 
     def config(self, host, role, algorithm):

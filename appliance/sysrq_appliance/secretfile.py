@@ -130,13 +130,15 @@ def _how_to_create(field):
     return "create it (sysrq-appliance pair or password set)"
 
 
-def _open_secret(path, field, owner, ancestors=True):
+def _open_secret(path, field, owner, ancestors=True, missing_ok=False):
     owner = os.geteuid() if owner is None else owner
     check_path_text(path, field)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
                      | os.O_NOCTTY)
     except FileNotFoundError:
+        if missing_ok:
+            raise
         raise InputError(f"{field}: {path} does not exist; {_how_to_create(field)}") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
@@ -170,10 +172,16 @@ def check_secret_file(path, field, owner=None):
     os.close(_open_secret(path, field, owner))
 
 
-def read_secret(path, field, owner=None, limit=MAX_SECRET_BYTES, ancestors=True):
+def read_secret(path, field, owner=None, limit=MAX_SECRET_BYTES, ancestors=True,
+                missing_ok=False):
     """Return the bytes of a checked secret file. `ancestors=False`: the caller checked
-    every directory on its path already (a directory of many secrets, checked once)."""
-    return read_bounded(_open_secret(path, field, owner, ancestors), limit, f"{field}: {path}")
+    every directory on its path already (a directory of many secrets, checked once);
+    `missing_ok`: None when there is no such file."""
+    try:
+        fd = _open_secret(path, field, owner, ancestors, missing_ok)
+    except FileNotFoundError:
+        return None
+    return read_bounded(fd, limit, f"{field}: {path}")
 
 
 def check_private_dir(path, field):
