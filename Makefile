@@ -63,6 +63,8 @@ bench:
 	$(PYTHON) bench/apply_scale.py --sizes 1,10,100,1000 --repeat 3
 	$(PYTHON) bench/apply_scale.py --sizes 1,10,100,1000 --repeat 3 --role target
 	$(PYTHON) bench/crash_drill.py --peers 100 --kills 50
+	$(PYTHON) bench/fleet_render.py --targets 1000
+	$(PYTHON) bench/send_fleet.py --targets 1000 --wait 1
 
 # The guest half: apply_scale with SAs, and the flood drill, on the two Debian 13 VMs.
 bench-guest:
@@ -76,3 +78,5 @@ bench-smoke:
 	$(PYTHON) bench/send.py --runs 3
 	$(PYTHON) bench/apply_scale.py --sizes 1,10 --repeat 1 --role target
 	$(PYTHON) bench/crash_drill.py --peers 10 --kills 4
+	$(PYTHON) bench/fleet_render.py --targets 20
+	$(PYTHON) bench/send_fleet.py --targets 10 --wait 0.5
