@@ -89,11 +89,12 @@ def test_syntax_check():
 def test_the_role_places_each_half_a_second_run_changes_nothing_and_leavers_go(tmp_path):
     fleet_render(tmp_path, FLEET)
     first = playbook(tmp_path)
-    assert recap(first) == {"admin1": 2, "web1": 2}     # directories, files
+    assert recap(first) == {"admin1": 3, "web1": 3}     # directory, packed half, unpacked
     for host in ("admin1", "web1"):
         etc = tmp_path / "hosts" / host / "etc"
         half = tmp_path / "out" / host
-        placed = sorted(str(p.relative_to(etc)) for p in etc.rglob("*"))
+        placed = sorted(str(p.relative_to(etc)) for p in etc.rglob("*")
+                        if p.name != ".fleet-half.tar")
         assert placed == sorted(str(p.relative_to(half)) for p in half.rglob("*"))
         for path in [etc, *etc.rglob("*")]:
             mode = stat.S_IMODE(path.stat().st_mode)
@@ -113,7 +114,15 @@ def test_the_role_places_each_half_a_second_run_changes_nothing_and_leavers_go(t
     # web2 leaves the fleet: the admin host's config changes and web2's key and password go
     fleet_render(tmp_path, FLEET.replace("  - {name: web2, address: 10.10.25.8}\n", ""))
     third = playbook(tmp_path)
-    assert recap(third) == {"admin1": 2, "web1": 0}
+    assert recap(third) == {"admin1": 2, "web1": 0}     # packed half, unpacked
     etc = tmp_path / "hosts" / "admin1" / "etc"
     assert sorted(p.name for p in (etc / "keys").iterdir()) == ["web1.key"]
     assert sorted(p.name for p in (etc / "passwords").iterdir()) == ["web1"]
+    assert recap(playbook(tmp_path)) == {"admin1": 0, "web1": 0}
+
+    # a file changed on the host by hand is put back, and only that host changes
+    (tmp_path / "hosts/web1/etc/password").write_bytes(b"edited-by-hand")
+    fixed = playbook(tmp_path)
+    assert recap(fixed) == {"admin1": 0, "web1": 1}
+    assert (tmp_path / "hosts/web1/etc/password").read_bytes() == \
+        (tmp_path / "out/web1/password").read_bytes()
