@@ -49,7 +49,8 @@ demo:
 	tests/vagrant/run.sh trixie
 
 # The two-VM test: Debian 13 on both; then a Debian 12 admin host in front of a Debian 13
-# target (fire and no-fire from Debian 12; a Debian 12 target config is refused there).
+# target (fire and no-fire from Debian 12; a Debian 12 target config is refused there), and
+# of a second Debian 13 target: the fleet, rolled out by ansible-playbook (fleet.scn).
 vagrant:
 	tests/install-deps.sh vagrant package
 	tests/package/build-deb.sh out
