@@ -9,8 +9,8 @@ on an AF_UNIX SOCK_SEQPACKET socket (every message arrives whole or not at all):
     answers   b"o" + a line for stdout, b"e" + a line for stderr (UTF-8, no newline),
               then b"x" + the exit code
 
-The arguments are those of `sysrq-appliance send` (TARGET, KEYS or --sequence, --count,
---wait), parsed by the helper with the same definitions and messages as the CLI's own.
+The arguments are those of `sysrq-appliance send` (TARGET or --group NAME or
+--all, KEYS or --sequence, --count, --wait), parsed by the helper with the same definitions and messages as the CLI's own.
 """
 
 import errno
@@ -28,13 +28,18 @@ MAX_ANSWER = 65536      # bytes of one answer message (a line)
 STDOUT, STDERR, EXIT = b"o", b"e", b"x"
 
 
-def operator_argv(target, keys, sequence, count, wait):
+def operator_argv(target, keys, sequence, count, wait, group=None, everyone=False):
     """`send`'s arguments as the helper parses them (options first, `=` forms, positionals
-    after `--`: a value starting with '-' cannot be taken for an option)."""
+    after `--`: a value starting with '-' cannot be taken for an option). TARGET is None
+    with --group NAME or --all."""
     argv = [f"--count={count}", f"--wait={wait:g}"]
     if sequence is not None:
         argv.append(f"--sequence={sequence}")
-    return argv + ["--", target] + ([keys] if keys is not None else [])
+    if group is not None:
+        argv.append(f"--group={group}")
+    if everyone:
+        argv.append("--all")
+    return argv + ["--"] + [a for a in (target, keys) if a is not None]
 
 
 def encode_request(argv):
