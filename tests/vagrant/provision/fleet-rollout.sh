@@ -36,7 +36,6 @@ cat >"$RUN_DIR/ansible/fleet.yml" <<'PLAY'
   hosts: sysrq_fleet
   become: true
   gather_facts: false
-  strategy: free        # each host through the role at its own pace
   roles: [sysrq_appliance]
 PLAY
 export ANSIBLE_ROLES_PATH=$SRC/ansible/roles ANSIBLE_HOST_KEY_CHECKING=False \
