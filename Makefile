@@ -5,9 +5,9 @@
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: check demo unit netns realkernel bench bench-guest bench-smoke deb package vagrant scenarios-alone
+.PHONY: check demo unit netns ansible realkernel bench bench-guest bench-smoke deb package vagrant scenarios-alone
 
-check: unit netns realkernel bench-smoke package vagrant
+check: unit netns ansible realkernel bench-smoke package vagrant
 
 deb:
 	tests/install-deps.sh package
@@ -21,6 +21,12 @@ package:
 unit:
 	tests/install-deps.sh unit
 	tests/run-unprivileged.sh $(PYTEST) tests/unit
+
+# The Ansible role with Debian's ansible, over the local connection into scratch directories
+# (as nobody): modes, no secret in the output, changed=0 the second time, leavers removed.
+ansible:
+	tests/install-deps.sh ansible
+	tests/run-unprivileged.sh $(PYTEST) tests/ansible
 
 # The same root tests again inside a Debian 13 root (iptables 1.8.11, python-iptables'
 # issue 353 fix, pyroute2 0.7.7), built once with mmdebstrap and cached outside the repo.
@@ -43,7 +49,8 @@ demo:
 	tests/vagrant/run.sh trixie
 
 # The two-VM test: Debian 13 on both; then a Debian 12 admin host in front of a Debian 13
-# target (fire and no-fire from Debian 12; a Debian 12 target config is refused there).
+# target (fire and no-fire from Debian 12; a Debian 12 target config is refused there), and
+# of a second Debian 13 target: the fleet, rolled out by ansible-playbook (fleet.scn).
 vagrant:
 	tests/install-deps.sh vagrant package
 	tests/package/build-deb.sh out
@@ -65,6 +72,8 @@ bench:
 	$(PYTHON) bench/apply_scale.py --sizes 1,10,100,1000 --repeat 3
 	$(PYTHON) bench/apply_scale.py --sizes 1,10,100,1000 --repeat 3 --role target
 	$(PYTHON) bench/crash_drill.py --peers 100 --kills 50
+	$(PYTHON) bench/fleet_render.py --targets 1000
+	$(PYTHON) bench/send_fleet.py --targets 1000 --wait 1
 
 # The guest half: apply_scale with SAs, and the flood drill, on the two Debian 13 VMs.
 bench-guest:
@@ -78,3 +87,5 @@ bench-smoke:
 	$(PYTHON) bench/send.py --runs 3
 	$(PYTHON) bench/apply_scale.py --sizes 1,10 --repeat 1 --role target
 	$(PYTHON) bench/crash_drill.py --peers 10 --kills 4
+	$(PYTHON) bench/fleet_render.py --targets 20
+	$(PYTHON) bench/send_fleet.py --targets 10 --wait 0.5

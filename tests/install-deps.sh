@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install, from Debian only, what the test tiers need; skip apt entirely when all is there.
-# Usage: tests/install-deps.sh TIER...   (tiers: unit netns package realkernel vagrant)
+# Usage: tests/install-deps.sh TIER...   (tiers: unit netns package ansible realkernel vagrant)
 set -eu
 packages=""
 for tier in "$@"; do
@@ -11,10 +11,11 @@ for tier in "$@"; do
         package) packages="$packages debhelper dh-python pybuild-plugin-pyproject python3-all
                   python3-setuptools python3-docutils python3-yaml python3-pytest python3-pyroute2
                   python3-iptables python3-prometheus-client python3-systemd lintian mmdebstrap fakeroot" ;;
+        ansible) packages="$packages ansible python3-yaml python3-pytest" ;;
         realkernel) packages="$packages qemu-system-x86 mmdebstrap e2fsprogs" ;;
         vagrant) packages="$packages vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients
-                  qemu-system-x86 qemu-utils mmdebstrap dnsmasq-base e2fsprogs" ;;
-        *) echo "install-deps: unknown tier '$tier' (use unit netns package realkernel vagrant)" >&2; exit 2 ;;
+                  qemu-system-x86 qemu-utils mmdebstrap dnsmasq-base e2fsprogs ansible" ;;
+        *) echo "install-deps: unknown tier '$tier' (use unit netns package ansible realkernel vagrant)" >&2; exit 2 ;;
     esac
 done
 missing=""

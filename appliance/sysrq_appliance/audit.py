@@ -165,9 +165,10 @@ class Trail:
         self.admin_address, self.target_address = cfg.local, peer_address
 
     def request(self, sent):
-        """One request's fate (sending.Sent)."""
+        """One request's fate (sending.Sent); to several targets, each names its own."""
         self.told = sent.detail if sent.outcome == "not-sent" else None
-        self._write(sent.keys, sent.seqno, sent.outcome, sent.detail)
+        self._write(sent.keys, sent.seqno, sent.outcome, sent.detail,
+                    getattr(sent, "target", None), getattr(sent, "address", None))
 
     def failed(self, exc, refused):
         """The command ended on `exc`: refused (bad input) or not sent."""
@@ -175,9 +176,10 @@ class Trail:
             return
         self._write(self.keys, None, "refused" if refused else "not-sent", str(exc))
 
-    def _write(self, keys, seqno, outcome, detail):
-        entry = Entry(self.caller, self.host, self.admin_address, self.target,
-                      self.target_address, keys, self.sequence, seqno, outcome, detail)
+    def _write(self, keys, seqno, outcome, detail, target=None, target_address=None):
+        entry = Entry(self.caller, self.host, self.admin_address, target or self.target,
+                      target_address or self.target_address, keys, self.sequence, seqno,
+                      outcome, detail)
         try:
             self.writer(entry)
         except (ImportError, OSError) as exc:   # a rescue never waits on its audit entry

@@ -58,8 +58,8 @@ class _Usage(Exception):
 
 class _OperatorParser(_Parser):
     """`send`'s arguments as the helper takes them from an operator: the same definitions
-    and messages as the CLI's, no --help, and nothing but TARGET, KEYS, --sequence, --count
-    and --wait (no --dry-run, --seqno or --salt: they would hand out requests built with
+    and messages as the CLI's, no --help, and nothing but TARGET (or --group, --all), KEYS,
+    --sequence, --count and --wait (no --dry-run, --seqno or --salt: they would hand out requests built with
     the password, or move the sequence numbers)."""
 
     def __init__(self):
@@ -208,6 +208,34 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="overwrite an existing bundle")
     p.set_defaults(func=_pair)
 
+    p = _sub(sub, "fleet", "render every host's half from a fleet inventory",
+             "sysrq-appliance fleet render fleet.yaml --out /root/fleet")
+    fsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    fsub.required = True
+    q = _sub(fsub, "render", "write every host's half of the fleet into a directory "
+             "(idempotent)",
+             "sysrq-appliance fleet render fleet.yaml --out /root/fleet",
+             "Write OUT/HOST/ for every admin host and target in INVENTORY: each is the "
+             "content of\n/etc/sysrq-appliance on that host (files 0600, directories 0700). "
+             "Run it again after\nediting the inventory: keys, SPIs and passwords already in "
+             "OUT are kept, a file is\nrewritten only when its content changes, and the files "
+             "of hosts no longer listed are\nremoved (only files this command wrote, listed in "
+             "OUT/.manifest). Every admin host\ngets its own tunnel to every target and a copy "
+             "of each target's password.\n\n"
+             "inventory format (YAML):\n"
+             "  admins:  [{name: admin1, address: 10.10.25.1}, ...]\n"
+             "  targets: [{name: web1, address: 10.10.25.7, allow: [sync, remount, reboot]}, "
+             "...]\n"
+             "  groups:  {web: [web1, web2]}          # optional: send --group web\n"
+             "  sysrq:   {port: 9, allow: [...]}      # optional: defaults for every target\n"
+             "  ipsec:   {algorithm: rfc4106(gcm(aes))}\n"
+             "  etc_dir: /etc/sysrq-appliance         # where the halves live on the hosts")
+    q.add_argument("inventory", metavar="INVENTORY", type=_path, help="the inventory file")
+    q.add_argument("--out", required=True, metavar="DIR", type=_path,
+                   help="where the halves live: a new directory, or one this command wrote "
+                        "before (yours, 0700: it holds secrets)")
+    q.set_defaults(func=_fleet_render)
+
     p = _sub(sub, "password", "set or rotate the SysRq password",
              "sysrq-appliance password rotate")
     psub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -230,7 +258,8 @@ def build_parser():
     q.set_defaults(func=_password_rotate)
 
     p = _sub(sub, "send", "send SysRq keys to a target through the tunnel (sender)",
-             "sysrq-appliance send web1 s",
+             "sysrq-appliance send web1 s\n"
+             "  sysrq-appliance send --group web --sequence thaw",
              "Build an authenticated xt_SYSRQ request and send it over UDP from this host's\n"
              "tunnel address, so the outbound IPsec policy encrypts it. 'confirmed' means the\n"
              "target accepted it (its ICMP port-unreachable answer came back through the "
@@ -253,9 +282,14 @@ def build_parser():
              "root and answers\nwith the same lines (--dry-run, --seqno, --salt and --config "
              "still run here, as before).\nEvery request is one journal entry: journalctl _UID=0 "
              "-t sysrq-appliance-audit\n\n"
+             "Several targets (web1,web2, --group NAME, --all): one process sends each step "
+             "to all of\nthem before it waits, prints one line per target as its answer "
+             "arrives, then a summary.\n\n"
              "exit codes: 0 every request confirmed (or sent, for b/o/c, which cannot "
-             "confirm),\n  1 not sent (no SA, network error), 2 bad input, nothing sent,\n"
-             "  3 sent but not confirmed (wrong password, replay, tunnel down, key masked)")
+             "confirm),\n  1 not sent (no SA, network error; to several targets: to none of "
+             "them),\n  2 bad input, nothing sent,\n"
+             "  3 sent but not confirmed (wrong password, replay, tunnel down, key masked; to "
+             "several\n    targets: some target not confirmed or not sent)")
     _send_arguments(p)
     p.set_defaults(func=_send)
 
@@ -300,15 +334,23 @@ def build_parser():
 
 def _send_arguments(p, operator=False):
     """`send`'s arguments; the operators' helper takes all but the root-only ones."""
-    p.add_argument("target", metavar="TARGET", help="peer name or address from the config")
+    p.add_argument("target", metavar="TARGET", nargs="?",
+                   help="peer name or address from the config, or several joined by commas "
+                        "(web1,web2); not with --group or --all")
     p.add_argument("keys", metavar="KEYS", nargs="?",
                    help="one or more SysRq keys, e.g. s or sub (or use --sequence)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--group", metavar="NAME",
+                       help="send to every target of group NAME (the config's groups:)")
+    which.add_argument("--all", action="store_true", dest="everyone",
+                       help="send to every target in the config")
     p.add_argument("--sequence", metavar="NAME",
                    help="send a rescue sequence, one request per step (listed above)")
     p.add_argument("--count", type=_whole(1, 1000), default=1, metavar="N",
                    help="send N identical copies, 1 to 1000 (safe: the target drops replays)")
     p.add_argument("--wait", type=_seconds(60), default=1.0, metavar="SECONDS",
                    help="how long to wait for the confirmation, 0 to 60 (default: 1)")
+    p.set_defaults(settle_usage=_send_usage(p))
     if operator:
         return
     p.add_argument("--dry-run", action="store_true",
@@ -317,6 +359,21 @@ def _send_arguments(p, operator=False):
                    "--dry-run: reproducible output)")
     p.add_argument("--salt", help="use this salt, 1-64 of A-Z a-z 0-9 _ - (with --dry-run: "
                    "reproducible output)")
+
+
+def _send_usage(parser):
+    """TARGET and KEYS are both optional positionals, so argparse cannot tell a usage
+    error here; with --group or --all the one positional given is KEYS."""
+    def check(args):
+        if args.group is not None or args.everyone:
+            if args.keys is not None:
+                parser.error("with --group or --all, give no TARGET (only KEYS or "
+                             "--sequence NAME)")
+            args.target, args.keys = None, args.target
+        elif args.target is None:
+            parser.error("the following arguments are required: TARGET (or --group NAME, "
+                         "or --all)")
+    return check
 
 
 def _load(args, **kwargs):
@@ -345,6 +402,23 @@ def _pair(args):
           f"{sender[0]}:{args.etc_dir}/ (e.g. rsync -a over ssh, as root),")
     print("      then run 'sysrq-appliance apply' on both (or enable sysrq-appliance.service);")
     print("      delete the bundle afterwards: it holds the keys and the password")
+    return EXIT_OK
+
+
+def _fleet_render(args):
+    from sysrq_appliance import fleetdir, inventory
+    inv = inventory.load(args.inventory)
+    report = fleetdir.render(inv, args.out)
+    for verb, hosts in (("wrote", report.written), ("removed", report.removed)):
+        for host, paths in hosts.items():
+            shown = ", ".join(paths) if len(paths) <= 4 else f"{len(paths)} files"
+            print(f"{verb} {os.path.join(args.out, host)}/: {shown}")
+    written = sum(map(len, report.written.values()))
+    removed = sum(map(len, report.removed.values()))
+    hosts = len(inv.admins) + len(inv.targets)
+    print(f"{hosts} hosts in {args.out}: {written} files written, {removed} removed, "
+          f"{report.unchanged} unchanged" + ("" if written or removed else
+                                             " (nothing to change)"))
     return EXIT_OK
 
 
@@ -423,7 +497,7 @@ def _password_rotate(args):
 
 def _send(args, caller=None, out=None, err=None):
     """send: as root itself, as anyone else through the operators' helper; either way one
-    audit entry per request (or one for a refusal)."""
+    audit entry per request and target (or one for a refusal)."""
     out = out or (lambda line: print(line, flush=True))
     err = err or (lambda line: print(line, file=sys.stderr))
     if caller is None and _through_helper(args):
@@ -431,7 +505,9 @@ def _send(args, caller=None, out=None, err=None):
         sending.check_request(args.keys, args.sequence, args.salt)   # what needs no config
         return _send_through_helper(args, out, err)
     from sysrq_appliance import audit, sending
-    trail = audit.Trail(caller or audit.Caller.this_process(), args.target, args.keys,
+    asked = (args.target if args.target is not None
+             else f"--group {args.group}" if args.group is not None else "--all")
+    trail = audit.Trail(caller or audit.Caller.this_process(), asked, args.keys,
                         args.sequence, warn=err)
     audited = not args.dry_run   # a dry run sends nothing
     try:
@@ -440,15 +516,18 @@ def _send(args, caller=None, out=None, err=None):
         trail.admin_address = cfg.local
         options = sending.Options(count=args.count, wait=args.wait, dry_run=args.dry_run,
                                   seqno=args.seqno, salt=args.salt, state_dir=args.state_dir)
-        unconfirmed = sending.send(cfg, args.target, args.keys, args.sequence, options,
-                                   report=out, warn=err,
-                                   audit=trail.request if audited else None,
-                                   found=lambda peer: trail.config(cfg, peer.address))
+        not_done = sending.send(cfg, args.target, args.keys, args.sequence, options,
+                                report=out, warn=err,
+                                audit=trail.request if audited else None,
+                                found=lambda peer: trail.config(cfg, peer.address),
+                                group=args.group, everyone=args.everyone)
+    except sending.NothingSent:
+        raise   # each target's not-sent entry is written already
     except ApplianceError as exc:
         if audited:
             trail.failed(exc, refused=isinstance(exc, InputError))
         raise
-    return EXIT_NOT_CONFIRMED if unconfirmed else EXIT_OK
+    return EXIT_NOT_CONFIRMED if not_done else EXIT_OK
 
 
 def _through_helper(args):
@@ -462,7 +541,8 @@ def _through_helper(args):
 def _send_through_helper(args, out, err):
     """A non-root `send`: the arguments to the operators' helper, its lines printed."""
     from sysrq_appliance import audit
-    argv = opsocket.operator_argv(args.target, args.keys, args.sequence, args.count, args.wait)
+    argv = opsocket.operator_argv(args.target, args.keys, args.sequence, args.count, args.wait,
+                                  args.group, args.everyone)
     return opsocket.request(args.helper_socket, argv, out, err, audit.user_name(os.getuid()),
                             opsocket.answer_deadline(args.wait, args.sequence))
 
@@ -473,6 +553,7 @@ def operator_send(settings, argv, caller, out, err):
     helper's own --config and --state-dir)."""
     try:
         args = _OperatorParser().parse_args(argv)
+        args.settle_usage(args)
     except _Usage as usage:
         from sysrq_appliance import audit
         audit.Trail(caller, None, None, None, warn=err).failed(InputError(usage), refused=True)
@@ -540,6 +621,8 @@ def _interrupt(signum, frame):
 def _main(argv):
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "settle_usage", None):
+            args.settle_usage(args)
     except SystemExit as exc:   # --help, --version, or a usage error already printed
         return exc.code
     return _guarded(lambda: args.func(args), getattr(args, "debug", False))

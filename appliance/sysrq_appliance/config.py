@@ -28,6 +28,7 @@ BACKENDS = ("auto", *FIREWALL_BACKENDS)
 SPI_MIN, SPI_MAX = 0x100, 0xFFFFFFFF
 # reqids give each peer 16 bits (plan.reqids); a bastion in front of 10,000 targets fits.
 MAX_PEERS = 16384
+MAX_GROUPS = 1024
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")       # always used with fullmatch
 MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
@@ -59,6 +60,7 @@ class Config:
     drop_other: bool = True
     backend: str = "auto"
     sequences: tuple = ()                # sender only: ((name, steps), ...) of its own
+    groups: tuple = ()                   # sender only: ((name, (peer, ...)), ...) for send --group
 
     @property
     def sysrq_mask(self):
@@ -67,6 +69,14 @@ class Config:
     @property
     def family(self):
         return ipaddress.ip_address(self.local).version
+
+    def find_group(self, name):
+        for group, members in self.groups:
+            if group == name:
+                return members
+        known = ", ".join(g for g, _ in self.groups[:10]) or "none"
+        raise InputError(f"--group: {excerpt(name)} is not a group in {self.path}; "
+                         f"known: {known}")
 
     def find_peer(self, name_or_address, field="TARGET"):
         for peer in self.peers:
@@ -86,7 +96,7 @@ class Config:
                          f"known: {names}")
 
 
-class _Reader:
+class Reader:
     """Walks the YAML tree, producing errors that name the file and the field path."""
 
     def __init__(self, path):
@@ -196,7 +206,7 @@ def secret_files(config):
 
 def parse(raw, path="<config>"):
     """Validate an already-parsed YAML document into a Config."""
-    r = _Reader(path)
+    r = Reader(path)
     if raw is None:
         r.fail("", "holds no settings; see sysrq-appliance(8), or run 'sysrq-appliance pair'")
     if not isinstance(raw, dict):
@@ -204,10 +214,11 @@ def parse(raw, path="<config>"):
         r.fail("", f"is not a config file: its top level is a {type(raw).__name__}, not a "
                "mapping of fields (role, local, peers, ...)")
     top = r.mapping(raw, "", ("role", "local", "peers", "ipsec", "sysrq", "firewall",
-                              "sequences"), required=("role", "local", "peers"))
+                              "sequences", "groups"), required=("role", "local", "peers"))
     role = r.choice(top["role"], "role", ROLES)
-    if role == "target" and "sequences" in top:
-        r.fail("sequences", "only a sender sends sequences; remove it from the target config")
+    for field, what in (("sequences", "sends sequences"), ("groups", "sends to groups")):
+        if role == "target" and field in top:
+            r.fail(field, f"only a sender {what}; remove it from the target config")
     local = r.address(top["local"], "local")
     ipsec = r.section(top, "ipsec", ("algorithm",))
     algorithm = r.choice(ipsec.get("algorithm", DEFAULT_ALGORITHM), "ipsec.algorithm",
@@ -216,7 +227,7 @@ def parse(raw, path="<config>"):
     sysrq_allowed += ("password_file", "allow") if role == "target" else ()
     sq = r.section(top, "sysrq", sysrq_allowed)
     firewall = r.section(top, "firewall", ("backend",))
-    allow = tuple(_parse_allow(r, sq.get("allow", list(Config.allow)), "sysrq.allow"))
+    allow = tuple(parse_allow(r, sq.get("allow", list(Config.allow)), "sysrq.allow"))
     peers = _parse_peers(r, top["peers"], role, local)
     return Config(
         path=path, role=role, local=local, peers=peers, algorithm=algorithm,
@@ -230,7 +241,35 @@ def parse(raw, path="<config>"):
         backend=r.choice(firewall.get("backend", "auto"), "firewall.backend", BACKENDS),
         sequences=_parse_sequences(r, {} if top.get("sequences") is None
                                    else top["sequences"]),
+        groups=parse_groups(r, {} if top.get("groups") is None else top["groups"],
+                            {p.name for p in peers}, "groups", "peer"),
     )
+
+
+def parse_groups(r, value, members, field, kind):
+    """name -> [member, ...] into ((name, (member, ...)), ...); each member one of
+    `members` (a set of names), each group non-empty and without repeats."""
+    if not isinstance(value, dict):
+        r.fail(field, f"expected a mapping of group name to a list of names, got "
+               f"{excerpt(value)}")
+    if len(value) > MAX_GROUPS:
+        r.fail(field, f"{len(value)} groups; at most {MAX_GROUPS}")
+    groups = []
+    for name, names in value.items():
+        where = _join(field, name)
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            r.fail(where, "not a valid group name; use 1-32 of a-z 0-9 . _ - starting with a "
+                   "letter or digit")
+        if not isinstance(names, list) or not names:
+            r.fail(where, f"{excerpt(names)} is not a non-empty list of {kind} names")
+        for i, member in enumerate(names):
+            if not isinstance(member, str) or member not in members:
+                r.fail(f"{where}[{i}]", f"{excerpt(member)} is not a {kind} name; list "
+                       f"{kind}s by their name")
+        if len(set(names)) != len(names):
+            r.fail(where, f"a {kind} is listed twice; list each once")
+        groups.append((name, tuple(names)))
+    return tuple(groups)
 
 
 def _parse_sequences(r, value):
@@ -251,10 +290,10 @@ def _parse_sequences(r, value):
 
 def parse_allow_list(value, field):
     """Validate allow-names outside a config file (e.g. a CLI option)."""
-    return _parse_allow(_Reader(None), value, field)
+    return parse_allow(Reader(None), value, field)
 
 
-def _parse_allow(r, value, field):
+def parse_allow(r, value, field):
     names = (sysrq.ALL, *sysrq.FUNCTIONS)
     if not isinstance(value, list) or not value:
         r.fail(field, f"{excerpt(value)} is not a non-empty list; "
@@ -316,7 +355,7 @@ def _parse_peers(r, value, role, local):
             password_file = r.path_field(password_file, f"{field}.password_file")
         allow = item.get("allow")
         if allow is not None:
-            allow = tuple(_parse_allow(r, allow, f"{field}.allow"))
+            allow = tuple(parse_allow(r, allow, f"{field}.allow"))
         peers.append(Peer(
             name=name, address=address,
             spi_in=spi["spi_in"], spi_out=spi["spi_out"],

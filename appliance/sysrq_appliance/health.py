@@ -13,7 +13,6 @@ Every target is probed at once: one socket each, one wait for all. Results rende
 table, JSON, or Prometheus' text format for node_exporter's textfile collector.
 """
 
-import select
 import time
 from dataclasses import asdict, dataclass
 
@@ -77,7 +76,16 @@ def probe(cfg, peers, wait, clock=time.monotonic):
                 results[peer.name] = _down(peer, f"send failed: {exc.strerror}")
                 del pending[sock]
                 sock.close()
-        _await_answers(pending, results, start, wait, clock)
+
+        def settle(sock, answer):
+            peer = pending.pop(sock)
+            sock.close()
+            if answer is True:
+                results[peer.name] = Result(peer.name, peer.address, True, clock() - start)
+            elif answer is not False:   # an error ended it; no answer is said below
+                results[peer.name] = _down(peer, answer.strerror)
+
+        sender.await_answers(dict.fromkeys(pending, start + wait), settle, clock)
     finally:
         for sock in pending:
             sock.close()
@@ -86,23 +94,6 @@ def probe(cfg, peers, wait, clock=time.monotonic):
             peer, f"no answer within {wait:g} s (tunnel or target down, our chain or SAs "
                   "missing there, keys that differ, or a target without the probe rule)"))
     return [results[peer.name] for peer in peers]
-
-
-def _await_answers(pending, results, start, wait, clock):
-    deadline = start + wait
-    while pending and (left := deadline - clock()) > 0:
-        readable, _, _ = select.select(list(pending), [], [], left)
-        for sock in readable:
-            peer = pending[sock]
-            try:
-                sock.recv(512)   # a real UDP answer is not ours: keep waiting
-                continue
-            except ConnectionRefusedError:
-                results[peer.name] = Result(peer.name, peer.address, True, clock() - start)
-            except OSError as exc:
-                results[peer.name] = _down(peer, exc.strerror)
-            del pending[sock]
-            sock.close()
 
 
 def _down(peer, reason):

@@ -12,8 +12,8 @@ line unless it is root or holds the operators' group; then one request, read wit
 READ_TIMEOUT and at most MAX_REQUEST bytes (a client that never sends, or sends a flood, is
 refused); then `run` (cli.operator_send: the arguments parsed as the CLI's `send` parses
 them, the send, the audit entry) and its lines and exit code back. It can do nothing but
-send: the request has no other verb, and its parser knows only TARGET, KEYS, --sequence,
---count and --wait. The keys and passwords never leave this process.
+send: the request has no other verb, and its parser knows only TARGET (one or several, or
+--group, --all), KEYS, --sequence, --count and --wait; each target's request is audited. The keys and passwords never leave this process.
 """
 
 import errno

@@ -9,8 +9,9 @@ on an AF_UNIX SOCK_SEQPACKET socket (every message arrives whole or not at all):
     answers   b"o" + a line for stdout, b"e" + a line for stderr (UTF-8, no newline),
               then b"x" + the exit code
 
-The arguments are those of `sysrq-appliance send` (TARGET, KEYS or --sequence, --count,
---wait), parsed by the helper with the same definitions and messages as the CLI's own.
+The arguments are those of `sysrq-appliance send` (TARGET or --group NAME or --all, KEYS
+or --sequence, --count, --wait), parsed by the helper with the same definitions and messages
+as the CLI's own.
 
 The client waits for the exit code at most `answer_deadline` seconds: a helper that accepts
 and never answers costs the operator one line and exit 1, never a hang.
@@ -36,13 +37,18 @@ STDOUT, STDERR, EXIT = b"o", b"e", b"x"
 ANSWER_MARGIN = lock.WRITER_WAIT + 30.0
 
 
-def operator_argv(target, keys, sequence, count, wait):
+def operator_argv(target, keys, sequence, count, wait, group=None, everyone=False):
     """`send`'s arguments as the helper parses them (options first, `=` forms, positionals
-    after `--`: a value starting with '-' cannot be taken for an option)."""
+    after `--`: a value starting with '-' cannot be taken for an option). TARGET is None
+    with --group NAME or --all."""
     argv = [f"--count={count}", f"--wait={wait:g}"]
     if sequence is not None:
         argv.append(f"--sequence={sequence}")
-    return argv + ["--", target] + ([keys] if keys is not None else [])
+    if group is not None:
+        argv.append(f"--group={group}")
+    if everyone:
+        argv.append("--all")
+    return argv + ["--"] + [a for a in (target, keys) if a is not None]
 
 
 def answer_deadline(wait, sequence):

@@ -14,6 +14,7 @@ Nothing here ever puts a secret's content into an exception message.
 
 import errno
 import os
+import re
 import secrets
 import stat
 
@@ -23,6 +24,7 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 MAX_SECRET_BYTES = 64 * 1024     # key files and passwords are a few hundred bytes
 _UNSAFE_DIR_BITS = stat.S_IWGRP | stat.S_IWOTH
+_SPACE = re.compile(r"\s")     # what str.isspace() calls a space, Unicode ones included
 
 
 def _owners():
@@ -33,7 +35,7 @@ def _owners():
 def check_path_text(path, field):
     """A path we may name in messages and hand to the kernel: absolute, printable, bounded."""
     if not isinstance(path, str) or not path.startswith("/") or len(path) > 4096 \
-            or not path.isprintable() or any(c.isspace() for c in path):
+            or not path.isprintable() or _SPACE.search(path):
         raise InputError(f"{field}: not an absolute path without spaces or control "
                          "characters; give e.g. /etc/sysrq-appliance/password")
     return path
@@ -138,8 +140,16 @@ def write_value(path, data):
 
 def read_bounded(fd, limit, where):
     """Read all of `fd` (closing it) but refuse more than `limit` bytes."""
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
+    chunks, size = [], 0
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        # In pieces: read(limit + 1) would allocate the whole limit for every small file.
+        while size <= limit:
+            chunk = f.read(min(1 << 16, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    data = b"".join(chunks)
     if len(data) > limit:
         raise InputError(f"{where}: larger than {limit} bytes; give the right file")
     return data
@@ -152,13 +162,15 @@ def _how_to_create(field):
     return "create it (sysrq-appliance pair or password set)"
 
 
-def _open_secret(path, field, owner, trusted):
+def _open_secret(path, field, owner, trusted, missing_ok=False):
     owner = os.geteuid() if owner is None else owner
     check_path_text(path, field)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
                      | os.O_NOCTTY)
     except FileNotFoundError:
+        if missing_ok:
+            raise
         raise InputError(f"{field}: {path} does not exist; {_how_to_create(field)}") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
@@ -192,9 +204,15 @@ def check_secret_file(path, field, owner=None, trusted=None):
     os.close(_open_secret(path, field, owner, trusted))
 
 
-def read_secret(path, field, owner=None, limit=MAX_SECRET_BYTES, trusted=None):
-    """Return the bytes of a checked secret file."""
-    return read_bounded(_open_secret(path, field, owner, trusted), limit, f"{field}: {path}")
+def read_secret(path, field, owner=None, limit=MAX_SECRET_BYTES, trusted=None,
+                missing_ok=False):
+    """Return the bytes of a checked secret file (`trusted`: see check_ancestors);
+    `missing_ok`: None when there is no such file."""
+    try:
+        fd = _open_secret(path, field, owner, trusted, missing_ok)
+    except FileNotFoundError:
+        return None
+    return read_bounded(fd, limit, f"{field}: {path}")
 
 
 def check_private_dir(path, field):
@@ -303,6 +321,121 @@ def write_secret(path, data, private_dir=True, field=None, mode=FILE_MODE):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_secrets(files, field):
+    """write_secret for many files at once: {path: data}. Each file is replaced atomically
+    and durably as by write_secret, but the fsyncs run side by side, after every file is
+    written (one after the other they cost a journal commit each: seconds for a fleet's
+    thousands of files), and each directory is checked, cleaned and synced once. Callers
+    hold the lock."""
+    by_dir = {}
+    for path, data in files.items():
+        directory = os.path.dirname(os.path.abspath(path))
+        by_dir.setdefault(directory, []).append((os.path.basename(path), data))
+    staged = {}     # directory -> [(temp name, name), ...] not renamed yet
+    unsynced = []   # descriptors of temp files written, not synced yet
+    try:
+        for directory, entries in by_dir.items():
+            ensure_private_dir(directory, field)
+            dir_fd = _open_private_dir(directory, field)
+            try:
+                names = {name for name, _ in entries}
+                for entry in os.listdir(dir_fd):
+                    if entry.endswith(".tmp") and entry[:1] == "." \
+                            and entry[1:].rsplit(".", 2)[0] in names:
+                        _unlink_quietly(entry, dir_fd)
+                for name, data in entries:
+                    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
+                    staged.setdefault(directory, []).append((tmp, name))
+                    unsynced.append(fd)
+                    _write_all(fd, data)
+                    if len(unsynced) >= _OPEN_AT_ONCE:
+                        _sync_and_close(unsynced)
+            finally:
+                os.close(dir_fd)
+        _sync_and_close(unsynced)
+        for directory in list(staged):
+            dir_fd = _open_private_dir(directory, field)
+            try:
+                while staged[directory]:
+                    tmp, name = staged[directory][-1]
+                    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                    staged[directory].pop()
+            finally:
+                os.close(dir_fd)
+        _in_parallel(_sync_path, list(by_dir))
+    except IsADirectoryError as exc:
+        raise InputError(f"{field}: {exc.filename or 'a path'} is a directory; remove it or "
+                         "give another path") from None
+    except PermissionError as exc:
+        raise InputError(f"{field}: cannot write: {exc.strerror} (an immutable file or "
+                         "directory?)") from None
+    finally:
+        for fd in unsynced:
+            os.close(fd)
+        for directory, pairs in staged.items():
+            for tmp, _ in pairs:
+                try:
+                    os.unlink(os.path.join(directory, tmp))
+                except FileNotFoundError:
+                    pass
+
+
+_OPEN_AT_ONCE = 512   # temp files open at once: well below the usual limit of 1024
+
+
+def _sync_and_close(fds):
+    """fsync the written files together, after the writes (a sync between two creations
+    makes the second wait for the journal), then close them; empties `fds`."""
+    try:
+        _in_parallel(os.fsync, fds)
+    finally:
+        while fds:
+            os.close(fds.pop())
+
+
+def _in_parallel(function, items):
+    """function(item) for every item, 32 at a time: the kernel groups concurrent fsyncs
+    into one journal commit."""
+    from concurrent.futures import ThreadPoolExecutor
+    if len(items) < 2:
+        for item in items:
+            function(item)
+        return
+    with ThreadPoolExecutor(min(32, len(items))) as pool:
+        list(pool.map(function, items))
+
+
+def _sync_path(path):
+    """fsync a file or directory we just wrote (a read-only descriptor is enough)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _open_private_dir(directory, field):
+    """A descriptor of the private directory we just checked (no swap in between)."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputError(f"{field}: cannot use directory {directory}: {exc.strerror}") \
+            from None
+    st = os.fstat(dir_fd)
+    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != DIR_MODE:
+        os.close(dir_fd)
+        raise InputError(f"{field}: {directory} changed while we wrote to it; try again")
+    return dir_fd
 
 
 def _remove_leftovers(name, dir_fd):

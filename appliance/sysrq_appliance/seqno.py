@@ -17,7 +17,7 @@ import sys
 
 from sysrq_appliance import lock, wire
 from sysrq_appliance.errors import ApplianceError, InputError
-from sysrq_appliance.secretfile import read_small, write_secret
+from sysrq_appliance.secretfile import read_small, write_secret, write_secrets
 
 DEFAULT_STATE_DIR = "/var/lib/sysrq-appliance"
 CLOCK_ALLOWANCE = 10   # seconds a sender's clock may lag the target's
@@ -84,3 +84,23 @@ def record(state_dir, target, seqno):
     check_chosen(seqno)
     with lock.held(state_dir, f"send to {target}", name=lock.SEQNO):
         return _store(state_dir, target, max(seqno, read_last(state_dir, target)))
+
+
+def reserve_many(state_dir, targets, now, fixed=None):
+    """reserve() (or, with `fixed`, record()) for several targets under one hold of the
+    lock, their files written together: {target: seqno}."""
+    if fixed is not None:
+        check_chosen(fixed)
+    with lock.held(state_dir, f"send to {len(targets)} targets", name=lock.SEQNO):
+        numbers, stores = {}, {}
+        for target in targets:
+            last = read_last(state_dir, target)
+            if fixed is None:
+                numbers[target] = stores[target] = next_seqno(now, last)
+            else:
+                numbers[target] = fixed
+                if fixed > last:
+                    stores[target] = fixed
+        write_secrets({_path(state_dir, target): f"{number}\n".encode("ascii")
+                       for target, number in stores.items()}, field="--state-dir")
+        return numbers

@@ -146,7 +146,11 @@ def read_text(path):
     except BaseException:
         os.close(fd)
         raise
-    data = read_bounded(fd, MAX_BYTES, path)
+    return decode(read_bounded(fd, MAX_BYTES, path), path)
+
+
+def decode(data, path):
+    """The text of a config's bytes; InputError names the line that is not UTF-8."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -107,6 +107,8 @@ def test_root_send_is_one_audit_entry_per_request_and_never_a_secret(setup):
     ["web1", "w"],                      # masked: refused before sending
     ["web9", "h"],                      # not a peer
     ["10.10.25.7", "h!"],               # not a key
+    ["--all", "h"],                     # every target (here one): the fan-out, its summary
+    ["web1,web9", "h"],                 # one of the list not a peer
 ], ids=lambda argv: " ".join(argv))
 def test_a_member_sends_through_the_helper_with_roots_lines_and_codes(setup, argv):
     root = setup.root_send(*argv)

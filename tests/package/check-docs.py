@@ -43,7 +43,8 @@ def main():
     problems = []
 
     for variable, choices in (("commands", subcommands(parser)),
-                              ("password_actions", subcommands(subcommands(parser)["password"]))):
+                              ("password_actions", subcommands(subcommands(parser)["password"])),
+                              ("fleet_actions", subcommands(subcommands(parser)["fleet"]))):
         listed = re.search(rf'local {variable}="([^"]*)"', completion)
         listed = set(listed.group(1).split()) if listed else set()
         if listed != set(choices):

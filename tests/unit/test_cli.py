@@ -11,7 +11,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SUBCOMMANDS = [["apply"], ["down"], ["status"], ["plan"], ["doctor"], ["pair"], ["password"],
-               ["password", "set"], ["password", "rotate"], ["send"]]
+               ["password", "set"], ["password", "rotate"], ["send"], ["fleet"],
+               ["fleet", "render"]]
 
 
 def cli(*argv, input=None):

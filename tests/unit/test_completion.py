@@ -21,6 +21,9 @@ peers:
 sequences:
   rescue-db: [s, wait 2, u]
   diagnose-quick: [w]
+groups:
+  web: [web1]
+  db-all: [db2]
 firewall:
   backend: nft
 """
@@ -57,3 +60,14 @@ def test_without_a_readable_config_only_built_in_sequences(tmp_path):
     missing = tmp_path / "none.yaml"
     assert complete(f"sysrq-appliance --config {missing} send web1 --sequence ''", missing) == [
         "diagnose", "reboot-safely", "thaw"]
+
+
+def test_group_names_from_the_config(config):
+    assert complete(f"sysrq-appliance --config {config} send --group ''", config) == [
+        "db-all", "web"]
+
+
+def test_fleet_actions_and_the_inventory_file(config):
+    assert complete("sysrq-appliance fleet ''", config) == ["render"]
+    assert complete(f"sysrq-appliance fleet render {config.parent}/app", config) == [
+        str(config)]

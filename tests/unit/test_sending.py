@@ -51,3 +51,72 @@ def test_a_target_config_cannot_send(secrets_dir):
         "key_file": "/k"}]})
     with pytest.raises(InputError, match="'send' needs a sender config"):
         sending.send(target, "admin1", "s", None, sending.Options(dry_run=True))
+
+
+def _fleet(secrets_dir, names=("web1", "web2", "web3"), groups=None):
+    doc = {"role": "sender", "local": "10.10.25.1", "peers": []}
+    for i, name in enumerate(names):
+        password_file = secrets_dir / f"password-{name}"
+        password_file.write_bytes(b"correct-horse-battery")
+        password_file.chmod(0o600)
+        doc["peers"].append({
+            "name": name, "address": f"10.10.25.{11 + i}", "spi_in": 0x5A000200 + 2 * i,
+            "spi_out": 0x5A000201 + 2 * i, "key_file": str(secrets_dir / "keys" / "admin1.key"),
+            "password_file": str(password_file)})
+    if groups:
+        doc["groups"] = groups
+    return config.parse(doc)
+
+
+def test_several_targets_by_list_group_or_all(secrets_dir):
+    cfg = _fleet(secrets_dir, groups={"web": ["web3", "web1"]})
+    names = lambda peers: [p.name for p in peers]   # noqa: E731
+    assert names(sending.select(cfg, "web2,web1,web2")) == ["web2", "web1"]
+    assert names(sending.select(cfg, "10.10.25.13")) == ["web3"]
+    assert names(sending.select(cfg, None, group="web")) == ["web3", "web1"]
+    assert names(sending.select(cfg, None, everyone=True)) == ["web1", "web2", "web3"]
+    for target, group, message in (("web1,db1", None, "TARGET: 'db1' is not a peer"),
+                                   ("web1,", None, "has an empty name"),
+                                   (None, "db", "--group: 'db' is not a group")):
+        with pytest.raises(InputError, match=message):
+            sending.select(cfg, target, group)
+
+
+def test_a_group_sequence_sends_each_step_to_all_before_its_wait(secrets_dir):
+    lines = []
+    options = sending.Options(dry_run=True, seqno=7, salt="s1",
+                              state_dir=str(secrets_dir / "state"))
+    cfg = _fleet(secrets_dir, groups={"web": ["web1", "web2"]})
+    assert sending.send(cfg, None, None, "reboot-safely", options, report=lines.append,
+                        group="web") == 0
+    assert lines[0] == "reboot-safely on group web (2 targets): s, wait 10 s, u, wait 5 s, b"
+    steps = [(line.split()[0], line.split()[4 if "would" in line else 1]) for line in lines[1:]]
+    assert steps == [("1/5", "web1"), ("1/5", "web2"), ("2/5", "wait"), ("3/5", "web1"),
+                     ("3/5", "web2"), ("4/5", "wait"), ("5/5", "web1"), ("5/5", "web2")]
+    assert not (secrets_dir / "state").exists()
+
+
+def test_a_masked_key_for_one_target_stops_the_whole_send(secrets_dir):
+    cfg = _fleet(secrets_dir)
+    cfg = config.parse({**_doc_of(cfg), "peers": [
+        {**p, "allow": ["sync"]} if p["name"] == "web2" else p for p in _doc_of(cfg)["peers"]]})
+    with pytest.raises(InputError, match="web2 allows only sync"):
+        sending.send(cfg, None, "b", None, sending.Options(dry_run=True), report=print,
+                     everyone=True)
+
+
+def _doc_of(cfg):
+    return {"role": cfg.role, "local": cfg.local, "peers": [
+        {"name": p.name, "address": p.address, "spi_in": p.spi_in, "spi_out": p.spi_out,
+         "key_file": p.key_file, "password_file": p.password_file} for p in cfg.peers]}
+
+
+def test_the_summary_names_who_is_not_done():
+    peers = [type("P", (), {"name": f"web{i}"}) for i in range(1, 15)]
+    state = {p.name: "confirmed" for p in peers}
+    assert sending.summary(peers, state) == "summary: 14 targets: 14 confirmed"
+    state.update(web2="sent", web3="not-sent")      # each target's worst Sent.outcome
+    state.update({f"web{i}": "not-confirmed" for i in range(4, 15)})
+    assert sending.summary(peers, state) == (
+        "summary: 14 targets: 1 confirmed, 1 sent, cannot confirm, 11 not confirmed (web4, "
+        "web5, web6, web7, web8, web9, web10, web11, web12, web13, ...), 1 not sent (web3)")

@@ -30,3 +30,14 @@ def test_explicit_seqno_is_recorded_so_later_sends_stay_above(tmp_path):
     assert seqno.reserve(str(tmp_path), "web1", 5000) == 9001
     seqno.record(str(tmp_path), "web1", 10)          # never goes backwards
     assert seqno.read_last(str(tmp_path), "web1") == 9001
+
+
+def test_reserve_many_takes_one_number_per_target_above_its_last(tmp_path):
+    state = str(tmp_path / "state")
+    seqno.reserve(state, "web1", 5000)               # web1's last: 5010
+    numbers = seqno.reserve_many(state, ["web1", "web2"], 1000)
+    assert numbers == {"web1": 5011, "web2": 1010}
+    assert seqno.read_last(state, "web2") == 1010
+    assert seqno.reserve_many(state, ["web1", "web2"], 1000, fixed=3000) == {
+        "web1": 3000, "web2": 3000}
+    assert (seqno.read_last(state, "web1"), seqno.read_last(state, "web2")) == (5011, 3000)

@@ -11,7 +11,8 @@
 #
 # RELEASE is the sender's: trixie (Debian 13) or bookworm (Debian 12). The target is always
 # Debian 13: a Debian 12 target cannot work (its xt_SYSRQ 3.23 panics the kernel), so the
-# bookworm run is a Debian 12 admin host in front of a Debian 13 target. Run as root. Apt
+# bookworm run is a Debian 12 admin host in front of a Debian 13 target, and then of two:
+# the fleet run (fleet.scn, a third machine). Run as root. Apt
 # installs what is missing. The full run always ends with `down`, also on failure or interrupt. The product is provisioned from
 # $SYSRQ_DEB_DIR/sysrq-appliance_*.deb (default: out/ of this repository); without it the VMs
 # come up bare and only the infrastructure scenarios mean anything.
@@ -23,12 +24,22 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 RELEASE=${1:-}
 ACTION=${2:-all}
-case "$RELEASE" in trixie|bookworm) ;; *) sed -n '2,18p' "$0" >&2; exit 2 ;; esac
-case "$ACTION" in all|each|up|test|down) ;; *) sed -n '2,18p' "$0" >&2; exit 2 ;; esac
+case "$RELEASE" in trixie|bookworm) ;; *) sed -n '2,19p' "$0" >&2; exit 2 ;; esac
+case "$ACTION" in all|each|up|test|down) ;; *) sed -n '2,19p' "$0" >&2; exit 2 ;; esac
 shift $(($# < 2 ? $# : 2))
 
 RUN_DIR=${SYSRQ_RUN_DIR:-/var/tmp/sysrq-appliance-vagrant/$RELEASE}
 MACHINES=(sender target)
+LATE=()   # machines that boot in the background while the first scenarios run
+# The bookworm run is the fleet run too: a second Debian 13 target that gets only the box;
+# fleet.scn renders an inventory here and rolls it out with ansible-playbook over the
+# management network (cheaper than a run of its own: the Debian 12 box is shared). It boots
+# while bookworm.scn runs: those checks are one ssh command at a time and leave a core idle,
+# where booting it beside the other two would slow all three.
+if [ "$RELEASE" = bookworm ]; then
+    LATE=(target2)
+    export SYSRQ_FLEET=1
+fi
 
 # ----------------------------------------------------------------------------- environment
 # Everything the Vagrantfile and Vagrant read. Vagrant never contacts anything outside: no
@@ -56,7 +67,8 @@ vagrant() { command vagrant "$@"; }
 use_boxes() {
     read -r SYSRQ_SENDER_BOX SYSRQ_TARGET_BOX <"$RUN_DIR/box"
     SYSRQ_BOX=$SYSRQ_SENDER_BOX
-    export SYSRQ_BOX SYSRQ_SENDER_BOX SYSRQ_TARGET_BOX
+    SYSRQ_TARGET2_BOX=$SYSRQ_TARGET_BOX
+    export SYSRQ_BOX SYSRQ_SENDER_BOX SYSRQ_TARGET_BOX SYSRQ_TARGET2_BOX
 }
 stamp() { local line; while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done; }
 timing() { echo "$1 $2" >>"$RUN_DIR/timings"; log "TIME $1: $2 s"; }
@@ -85,7 +97,7 @@ add_box() {
 up() {
     need_root
     apt_ensure vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 \
-        qemu-utils mmdebstrap dnsmasq-base e2fsprogs openssh-client python3
+        qemu-utils mmdebstrap dnsmasq-base e2fsprogs openssh-client python3 ansible
     [ -s "$RUN_DIR/box" ] && { log "VMs of an earlier run are recorded in $RUN_DIR: taking them down first"; down; }
     rm -rf "$RUN_DIR"
     mkdir -p "$RUN_DIR" "$SYSRQ_SERIAL_DIR" "$SYSRQ_LOG_DIR"
@@ -104,13 +116,53 @@ up() {
     fi
     log "vagrant up (log: $RUN_DIR/vagrant-up.log)"
     t=$(now)
-    if ! vagrant up --no-tty --provider=libvirt 2>&1 | stamp >"$RUN_DIR/vagrant-up.log"; then
+    if ! vagrant up --no-tty --provider=libvirt "${MACHINES[@]}" 2>&1 | stamp >"$RUN_DIR/vagrant-up.log"; then
         tail -30 "$RUN_DIR/vagrant-up.log" >&2
         die "vagrant up failed"
     fi
     timing vagrant-up $(($(now) - t))
     vagrant ssh-config "${MACHINES[@]}" >"$RUN_DIR/ssh-config"
     guest_memory
+    start_late
+}
+
+# The LATE machines: `vagrant up` in the background (its exit code in late.rc), awaited by
+# await_late before the first scenario file that names one of them.
+start_late() {
+    [ ${#LATE[@]} -gt 0 ] || return 0
+    log "vagrant up ${LATE[*]} in the background (log: $RUN_DIR/vagrant-up-late.log)"
+    rm -f "$RUN_DIR/late.rc" "$RUN_DIR/late.ready"
+    (
+        t=$(now) rc=0
+        vagrant up --no-tty --provider=libvirt "${LATE[@]}" 2>&1 |
+            stamp >"$RUN_DIR/vagrant-up-late.log" || rc=$?
+        echo "vagrant-up-late $(($(now) - t))" >>"$RUN_DIR/timings"
+        echo "$rc" >"$RUN_DIR/late.rc"
+    ) </dev/null &
+    echo $! >"$RUN_DIR/late.pid"
+}
+
+# Until the background `vagrant up` has ended (also when it is not our child: `run.sh test`).
+late_ended() {
+    local pid
+    pid=$(cat "$RUN_DIR/late.pid" 2>/dev/null) || return 0
+    while [ ! -s "$RUN_DIR/late.rc" ] && kill -0 "$pid" 2>/dev/null; do sleep 2; done
+}
+
+await_late() {
+    [ ${#LATE[@]} -gt 0 ] && [ ! -e "$RUN_DIR/late.ready" ] || return 0
+    local t
+    t=$(now)
+    log "waiting for ${LATE[*]} (booting since the scenarios began)"
+    late_ended
+    if [ "$(cat "$RUN_DIR/late.rc" 2>/dev/null)" != 0 ]; then
+        tail -30 "$RUN_DIR/vagrant-up-late.log" >&2
+        die "vagrant up ${LATE[*]} failed"
+    fi
+    timing await-late $(($(now) - t))
+    vagrant ssh-config "${MACHINES[@]}" "${LATE[@]}" >"$RUN_DIR/ssh-config"
+    check_isolation "${LATE[@]}"
+    touch "$RUN_DIR/late.ready"
 }
 
 guest_memory() {
@@ -124,9 +176,10 @@ guest_memory() {
 # ----------------------------------------------------------------------------- test
 # The isolation gate: nothing else runs unless every network our domains use is isolated
 # and no guest has a way out.
-check_isolation() {
-    local m uuid net type failed=0
-    for m in "${MACHINES[@]}"; do
+check_isolation() {   # [MACHINE...] (default: MACHINES)
+    local m uuid net type failed=0 scn
+    [ $# -gt 0 ] || set -- "${MACHINES[@]}"
+    for m in "$@"; do
         uuid=$(cat "$VAGRANT_DOTFILE_PATH/machines/$m/libvirt/id")
         while read -r _ type net _; do
             [ -n "$type" ] || continue
@@ -143,22 +196,31 @@ check_isolation() {
         done < <(virsh -q domiflist "$uuid")
     done
     [ "$failed" = 0 ] || die "a guest network is not isolated; not running any scenario"
-    "$HERE/scenarios.py" --ssh-config "$RUN_DIR/ssh-config" --vagrant-dir "$REPO" \
-        --log "$RUN_DIR/scenarios.log" "$HERE/scenarios/isolation.scn" ||
-        die "a guest can reach out; not running any scenario"
+    local gate=("$HERE/scenarios/isolation.scn")
+    [[ " $* " == *" target2 "* ]] && gate=("$HERE/scenarios/fleet/isolation.scn")
+    for scn in "${gate[@]}"; do
+        "$HERE/scenarios.py" --ssh-config "$RUN_DIR/ssh-config" --vagrant-dir "$REPO" \
+            --log "$RUN_DIR/scenarios.log" "$scn" ||
+            die "a guest can reach out; not running any scenario"
+    done
 }
 
 run_scenarios() {
     [ -s "$RUN_DIR/ssh-config" ] || die "no VMs up for $RELEASE (run: $0 $RELEASE up)"
     use_boxes
-    local t rc=0 scn
+    local t rc=0 scn m
     t=$(now); check_isolation; timing isolation $(($(now) - t))
     [ $# -gt 0 ] || set -- "$HERE/scenarios/$RELEASE.scn"
+    [ $# -gt 0 ] && [ "$1" = "$HERE/scenarios/bookworm.scn" ] && set -- "$@" "$HERE/scenarios/fleet.scn"
     t=$(now)
     for scn in "$@"; do
+        for m in "${LATE[@]}"; do
+            grep -q "^$m ::" "$scn" && { await_late; break; }
+        done
         log "scenarios: $scn"
-        "$HERE/scenarios.py" --ssh-config "$RUN_DIR/ssh-config" --vagrant-dir "$REPO" \
-            --serial-dir "$SYSRQ_SERIAL_DIR" --log "$RUN_DIR/scenarios.log" "$scn" || rc=1
+        SYSRQ_RUN_DIR=$RUN_DIR "$HERE/scenarios.py" --ssh-config "$RUN_DIR/ssh-config" \
+            --vagrant-dir "$REPO" --serial-dir "$SYSRQ_SERIAL_DIR" \
+            --log "$RUN_DIR/scenarios.log" "$scn" || rc=1
     done
     timing scenarios $(($(now) - t))
     return $rc
@@ -209,6 +271,7 @@ down() {
     t=$(now)
     if [ -d "$VAGRANT_DOTFILE_PATH" ] && [ -s "$RUN_DIR/box" ]; then
         use_boxes
+        late_ended   # a machine still booting cannot be destroyed by another vagrant
         # A domain with a snapshot cannot be undefined (`each` made ours).
         for m in "${MACHINES[@]}"; do
             uuid=$(machine_uuid "$m" 2>/dev/null) &&
@@ -218,7 +281,7 @@ down() {
             log "vagrant destroy failed (see $RUN_DIR/vagrant-destroy.log); removing the domains by UUID"
         # Whatever vagrant left: our domains, by the UUID vagrant recorded or, when it was
         # interrupted before recording one, by their exact name (default_prefix + machine).
-        for m in "${MACHINES[@]}"; do
+        for m in "${MACHINES[@]}" "${LATE[@]}"; do
             uuid=$(cat "$VAGRANT_DOTFILE_PATH/machines/$m/libvirt/id" 2>/dev/null) ||
                 uuid=$SYSRQ_LIBVIRT_PREFIX-$m
             if virsh -q dominfo "$uuid" >/dev/null 2>&1; then
@@ -229,7 +292,8 @@ down() {
         timing destroy $(($(now) - t))
     fi
     "$HERE/libvirt.sh" stop
-    rm -rf "$SYSRQ_STAGE_DIR" "$RUN_DIR/.ssh-control" "$RUN_DIR/box" "$RUN_DIR/ssh-config"
+    rm -rf "$SYSRQ_STAGE_DIR" "$RUN_DIR/.ssh-control" "$RUN_DIR/box" "$RUN_DIR/ssh-config" \
+        "$RUN_DIR/late.pid" "$RUN_DIR/late.rc" "$RUN_DIR/late.ready"
 }
 
 # ----------------------------------------------------------------------------- main

@@ -10,7 +10,9 @@ A scenario file, in the spirit of strongSwan's testing/ (see tests/vagrant/READM
     todo: send target h fires                  a check still to be written (shown, not run)
     HOST :: COMMAND :: EXPECTATION             one check
 
-COMMAND runs as root on HOST (a Vagrant machine name) through ssh, or is one of
+COMMAND runs as root on HOST (a Vagrant machine name) through ssh — or, for HOST `local`,
+on this machine (the harness host), in the Vagrant directory, for up to 15 minutes (the fleet
+rollout runs ansible-playbook from here over the management network) — or is one of
     -            nothing (for expectations about the machine itself)
     @mark        put a mark into HOST's kernel log; `log` expectations read after it
     @reboot      reboot HOST and wait until ssh answers again
@@ -50,6 +52,8 @@ import tarfile
 import time
 
 COMMAND_TIMEOUT = int(os.environ.get("SCN_TIMEOUT", "180"))
+LOCAL = "local"           # the HOST that is this machine
+LOCAL_TIMEOUT = 900
 KINDS = {  # kind: (number of TEXT/N arguments, name of the optional seconds keyword, default s)
     "ok": (0, None, 0), "fails": (0, None, 0), "exit": (1, None, 0),
     "empty": (0, None, 0), "contains": (1, None, 0), "!contains": (1, None, 0),
@@ -275,6 +279,17 @@ class Hosts:
         return Result(done.returncode,
                       (done.stdout + done.stderr).decode(errors="replace"))
 
+    def local(self, command, timeout=LOCAL_TIMEOUT):
+        """COMMAND on this machine, in the Vagrant directory (the repository)."""
+        try:
+            done = subprocess.run(["sh", "-c", command], cwd=self.vagrant_dir,
+                                  capture_output=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            out = (exc.stdout or b"") + (exc.stderr or b"")
+            return Result(None, out.decode(errors="replace") + f"\n[timed out after {timeout} s]")
+        return Result(done.returncode, (done.stdout + done.stderr).decode(errors="replace"))
+
     def forget_connection(self, host):
         subprocess.run(["ssh", "-F", self.ssh_config, "-o", f"ControlPath={self.control_dir}/%h",
                         "-O", "exit", host], capture_output=True)
@@ -370,6 +385,8 @@ def evaluate(check, hosts):
         result = hosts.overlay(check.host, check.command.split(" ", 1)[1])
     elif check.command == "@restore":
         result = hosts.ssh(check.host, RESTORE_SCRIPT)
+    elif check.command != "-" and check.host == LOCAL:
+        result = hosts.local(check.command)
     elif check.command != "-":
         result = hosts.ssh(check.host, check.command)
     hosts.log(f"--- {check.where} {check.host}: {check.command}\n"
@@ -496,7 +513,7 @@ def main(argv=None):
             counts[status] += 1
             rows.append(line)
             print(line, flush=True)
-        for host in {c.host for c in checks if c.host}:
+        for host in {c.host for c in checks if c.host and c.host != LOCAL}:
             hosts.forget_connection(host)
     # The closing line CI reads; the todo checks count as skipped.
     print(f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['TODO']} skipped")
