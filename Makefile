@@ -59,7 +59,7 @@ vagrant:
 
 # Every Debian 13 scenario file alone on the provisioned pair (a snapshot reverted between
 # files): what the independence of the files rests on (about 40 min here; not part of check).
-ALONE := $(shell ls -r tests/vagrant/scenarios/*.scn | grep -Ev '/(isolation|trixie|bookworm|bench)\.scn$$')
+ALONE := $(shell ls -r tests/vagrant/scenarios/*.scn | grep -Ev '/(isolation|trixie|bookworm|bench|fleet)\.scn$$')
 scenarios-alone:
 	tests/install-deps.sh vagrant package
 	tests/package/build-deb.sh out

@@ -132,7 +132,8 @@ def bounded(call, seconds):
     if threading.current_thread() is not threading.main_thread():
         return call()
     previous = signal.signal(signal.SIGALRM, _wake)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # Repeating: an alarm that rang before the call blocked would interrupt nothing.
+    signal.setitimer(signal.ITIMER_REAL, seconds, min(seconds, 0.1))
     try:
         return call()
     except InterruptedError:

@@ -35,6 +35,7 @@ STDOUT, STDERR, EXIT = b"o", b"e", b"x"
 # Seconds beyond the sends' own waits: the helper's start, reading the config and keys,
 # and a sequence-number lock another send may hold (lock.WRITER_WAIT at most).
 ANSWER_MARGIN = lock.WRITER_WAIT + 30.0
+CONNECT_WAIT = 30.0     # seconds to get into a helper whose queue is full
 
 
 def operator_argv(target, keys, sequence, count, wait, group=None, everyone=False):
@@ -109,24 +110,48 @@ def no_answer(path, seconds):
                           "'journalctl -u sysrq-appliance-helper'")
 
 
+def busy(path, seconds):
+    return ApplianceError(f"send: the operators' helper on {path} took no new request within "
+                          f"{seconds:g} s (its queue is full: other requests are being served); "
+                          "nothing was sent: try again in a moment")
+
+
+def _connect(path, user, seconds):
+    """A socket connected to the helper. With its queue full, an AF_UNIX connect() fails at
+    once (EAGAIN) instead of waiting: try again until `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.settimeout(seconds)
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if time.monotonic() >= deadline:
+                raise busy(path, seconds) from None
+            time.sleep(0.05)
+        except TimeoutError:
+            sock.close()
+            raise busy(path, seconds) from None
+        except PermissionError:
+            sock.close()
+            raise InputError(not_a_member(user, group_of(path), path)) from None
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.ENOTDIR,
+                             errno.EPROTOTYPE):
+                raise not_listening(path, exc.strerror) from None
+            raise
+
+
 def request(path, argv, out, err, user, seconds):
     """Send one request to the helper at `path`; print its lines through `out`/`err`;
     return its exit code. The helper has `seconds` in all (answer_deadline)."""
     data = encode_request(argv)
     deadline = time.monotonic() + seconds
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-        sock.settimeout(seconds)   # a full backlog blocks connect() too
-        try:
-            sock.connect(path)
-        except TimeoutError:
-            raise no_answer(path, seconds) from None
-        except PermissionError:
-            raise InputError(not_a_member(user, group_of(path), path)) from None
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.ENOTDIR,
-                             errno.EPROTOTYPE):
-                raise not_listening(path, exc.strerror) from None
-            raise
+    with _connect(path, user, min(seconds, CONNECT_WAIT)) as sock:
+        sock.settimeout(seconds)
         try:
             sock.send(data)
         except TimeoutError:

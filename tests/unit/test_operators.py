@@ -75,20 +75,28 @@ def test_a_failure_a_request_entry_told_already_is_not_told_twice():
     assert [(e.outcome, e.seqno) for e in written] == [("not-sent", 7)]
 
 
-def _blocked_in_the_kernel():
-    """A C call that blocks until a signal, and reports the interruption as libsystemd's
-    sendmsg() does (an EINTR error): libc's pause()."""
+def test_a_call_blocked_on_journald_ends_within_the_bound_as_one_warning():
+    """libc's pause() blocks until a signal and reports the interruption as libsystemd's
+    sendmsg() does (an EINTR error). The first alarm may ring before pause() starts on a
+    busy machine: bounded() repeats it."""
     import ctypes
     import os
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.pause() == -1:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    libc = ctypes.CDLL(None, use_errno=True)   # loaded outside the bounded call
 
+    def blocked_in_the_kernel():
+        if libc.pause() == -1:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
-def test_a_call_blocked_on_journald_ends_within_the_bound_as_one_warning():
+    def late_block():   # the alarm rings before the call blocks
+        import time
+        time.sleep(0.2)
+        blocked_in_the_kernel()
+    for call in (blocked_in_the_kernel, late_block):
+        with pytest.raises(TimeoutError):
+            audit.bounded(call, 0.05)
     warnings = []
     trail = audit.Trail(CALLER, "web1", "h", None, warn=warnings.append, host="admin1",
-                        writer=lambda entry: audit.bounded(_blocked_in_the_kernel, 0.05))
+                        writer=lambda entry: audit.bounded(blocked_in_the_kernel, 0.05))
     trail.failed(InputError("KEYS: empty"), refused=True)
     assert warnings == ["sysrq-appliance: warning: no audit entry written (journald took "
                         "nothing within 0.05 s); install python3-systemd and check journald"]
@@ -233,6 +241,44 @@ def silent_helper(tmp_path):
     for conn in held:
         conn.close()
     listener.close()
+
+
+def test_a_helper_whose_queue_stays_full_costs_one_line_and_exit_1(tmp_path, monkeypatch,
+                                                                    capsys):
+    """connect() to an AF_UNIX socket whose backlog is full fails at once (EAGAIN): the
+    client tries again for CONNECT_WAIT, then says so in one line; nothing was sent."""
+    import os
+    import socket
+    if os.geteuid() == 0:
+        pytest.skip("root sends itself, never through the helper; the unit tier runs as nobody")
+    path = str(tmp_path / "full.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(0)   # never accepts
+    queued = []
+    try:
+        for _ in range(64):   # fill the backlog, whatever the kernel rounds it to
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.setblocking(False)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                s.close()
+                break
+            queued.append(s)
+        else:
+            pytest.fail("the backlog never filled")
+        monkeypatch.setattr(opsocket, "CONNECT_WAIT", 0.3)
+        code = cli.main(["--helper-socket", path, "send", "--wait", "0", "web1", "h"])
+    finally:
+        for s in queued:
+            s.close()
+        listener.close()
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err == (f"sysrq-appliance: send: the operators' helper on {path} took no new request "
+                   "within 0.3 s (its queue is full: other requests are being served); nothing "
+                   "was sent: try again in a moment\n")
 
 
 def test_a_helper_that_never_answers_costs_one_line_and_exit_1(silent_helper, monkeypatch,

@@ -322,6 +322,8 @@ case "$ACTION" in
         trap on_exit EXIT
         trap 'exit 130' INT
         trap 'exit 143' TERM
+        # `each` snapshots the pair; the bookworm run's third machine is not part of it.
+        [ "$ACTION" != each ] || [ ${#LATE[@]} -eq 0 ] || die "each: trixie only (the $RELEASE run has a third machine)"
         up
         if [ "$ACTION" = each ]; then run_each "$@"; else run_scenarios "$@"; fi
         ;;
