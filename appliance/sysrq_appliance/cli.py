@@ -407,8 +407,11 @@ def _pair(args):
 
 def _fleet_render(args):
     from sysrq_appliance import fleetdir, inventory
+    from sysrq_appliance.secretfile import check_path_text
     inv = inventory.load(args.inventory)
-    report = fleetdir.render(inv, args.out)
+    # A relative --out is where the caller stands; checked before anything is created.
+    out = check_path_text(os.path.abspath(args.out), "--out", example="/root/fleet")
+    report = fleetdir.render(inv, out)
     for verb, hosts in (("wrote", report.written), ("removed", report.removed)):
         for host, paths in hosts.items():
             shown = ", ".join(paths) if len(paths) <= 4 else f"{len(paths)} files"

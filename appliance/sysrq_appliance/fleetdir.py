@@ -5,7 +5,8 @@ back and kept (halves.complete makes only what is missing). A file is rewritten 
 its bytes change, so a configuration-management run that copies the halves reports no change
 when the inventory did not change. OUT/.manifest lists every file we wrote; what it lists
 and the inventory no longer needs is removed (and its directories, when empty): a file we did
-not write is never touched.
+not write is never touched. The manifest lists a file before it is written (the old list
+and the new files), and is cut down to what the inventory needs once all are written.
 
 Everything is read and checked before the first byte is written.
 """
@@ -45,13 +46,14 @@ def render(inv, out, by="fleet render"):
         stale = sorted(tree.manifest() - files.keys())
         for path in changed:
             tree.check_dirs(path)
+        # First the old manifest and what is about to be written: a run that dies while
+        # writing leaves no file of ours unlisted, so a later run still prunes it.
+        tree.write_manifest(tree.manifest() | changed.keys())
         write_secrets({os.path.join(out, path): changed[path] for path in sorted(changed)},
                       field="--out")
         for path in stale:
             tree.remove(path)
-        manifest = "".join(f"{path}\n" for path in sorted(files)).encode()
-        if tree.read(MANIFEST) != manifest:
-            write_secret(os.path.join(out, MANIFEST), manifest, field="--out")
+        tree.write_manifest(files.keys())
     report = Report(unchanged=len(files) - len(changed))
     for kind, paths in ((report.written, changed), (report.removed, stale)):
         for path in sorted(paths):
@@ -154,6 +156,13 @@ class _Tree:
                                  "pruned then)")
             paths.add(line)
         return paths
+
+    def write_manifest(self, paths):
+        """Replace the manifest (atomically) with `paths`, unless it lists just those."""
+        data = "".join(f"{path}\n" for path in sorted(paths)).encode()
+        if self.read(MANIFEST) != data:
+            write_secret(os.path.join(self.out, MANIFEST), data, field="--out")
+            self._read[MANIFEST] = data
 
     def remove(self, path):
         """Remove a file we wrote and no longer need, then its directories if now empty."""

@@ -44,9 +44,13 @@ class Inventory:
     etc_dir: str = ETC_DIR
 
 
+MISSING = ("no such inventory file; write one: see 'sysrq-appliance fleet render --help' "
+           "or Fleets in the README")
+
+
 def load(path):
     """Read and validate an inventory file; InputError (exit 2) on any problem."""
-    return parse(yamlfile.load(path), path)
+    return parse(yamlfile.load(path, MISSING), path)
 
 
 def parse(raw, path="<inventory>"):

@@ -32,12 +32,13 @@ def _owners():
     return {0, os.geteuid()}
 
 
-def check_path_text(path, field):
-    """A path we may name in messages and hand to the kernel: absolute, printable, bounded."""
+def check_path_text(path, field, example="/etc/sysrq-appliance/password"):
+    """A path we may name in messages and hand to the kernel: absolute, printable, bounded
+    (`example`: a path of the kind asked for, for the message)."""
     if not isinstance(path, str) or not path.startswith("/") or len(path) > 4096 \
             or not path.isprintable() or _SPACE.search(path):
         raise InputError(f"{field}: not an absolute path without spaces or control "
-                         "characters; give e.g. /etc/sysrq-appliance/password")
+                         f"characters; give e.g. {example}")
     return path
 
 

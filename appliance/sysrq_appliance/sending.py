@@ -81,8 +81,9 @@ def send(cfg, target, keys, sequence, options, report=print, warn=print, audit=N
 
     To one target: returns how many requests that could have confirmed were not. To
     several (a list, --group, --all): each step goes to all of them before its wait, one
-    line per target as answers arrive, then a summary; returns how many targets were not
-    done, and raises NothingSent if nothing could be sent to any."""
+    line per target as answers arrive, then a summary; a target whose step was not sent
+    gets no later step (as one target's send stops there) and counts as not sent. Returns
+    how many targets were not done, and raises NothingSent if no request to any left."""
     from sysrq_appliance import password
     peers = select(cfg, target, group, everyone)
     many = len(peers) > 1 or group is not None or everyone
@@ -133,12 +134,16 @@ def send(cfg, target, keys, sequence, options, report=print, warn=print, audit=N
 
 
 def _send_to_many(cfg, peers, secrets, steps, is_sequence, options, report, warn, audit):
-    """Every step to every peer (one wait for all per step), then the summary line."""
-    state = {peer.name: "confirmed" for peer in peers}     # the worst outcome so far
+    """Every step to every peer still in the sequence (one wait for all per step), then the
+    summary line."""
+    tally = Tally(peers)
     previews = {peer.name: _Preview(options.state_dir, peer.name) for peer in peers} \
         if options.dry_run and options.seqno is None and cfg.wire != "plain" else None
     seqno = options.seqno
     for number, step in enumerate(steps, 1):
+        going = tally.going()
+        if not going:
+            break   # nobody left to send to: no later wait either
         prefix = f"  {number}/{len(steps)} " if is_sequence else ""
         if not step.keys:
             report(f"{prefix}wait {step.seconds:g} s")
@@ -148,20 +153,54 @@ def _send_to_many(cfg, peers, secrets, steps, is_sequence, options, report, warn
             elif not options.dry_run:
                 time.sleep(step.seconds)
             continue
-        for peer, outcome in _fan_out(cfg, peers, secrets, step.keys, seqno, previews,
-                                      options, warn, lambda line: report(prefix + line), audit):
-            if _RANK[outcome] > _RANK[state[peer.name]]:
-                state[peer.name] = outcome
+        dropped = [peer for peer, outcome in
+                   _fan_out(cfg, going, secrets, step.keys, seqno, previews, options, warn,
+                            lambda line: report(prefix + line), audit)
+                   if tally.record(peer.name, outcome)]
+        if any(later.keys for later in steps[number:]):
+            for peer in dropped:
+                report(f"{prefix}{peer.name}: the rest of the sequence is skipped for it "
+                       "(this step was not sent)")
         seqno = seqno + 1 if seqno is not None else None
     if options.dry_run:
         return 0
-    report(summary(peers, state))
-    failed = [name for name, outcome in state.items()
-              if _RANK[outcome] >= _RANK["not-confirmed"]]
-    if failed and all(outcome == "not-sent" for outcome in state.values()):
+    report(summary(peers, tally.state))
+    if not tally.anything_left:
         raise NothingSent(f"nothing was sent to any of the {len(peers)} targets (see the "
                           "lines above)")
-    return len(failed)
+    return len(tally.not_done())
+
+
+class Tally:
+    """To several targets: each one's worst outcome so far, who is still in the sequence,
+    and whether any request left at all (pure bookkeeping).
+
+    A target whose step was not sent gets none of the later steps, as a send to one target
+    stops there: `u` and `b` of reboot-safely never go where `s` did not."""
+
+    def __init__(self, peers):
+        self.peers = tuple(peers)
+        self.state = {peer.name: "confirmed" for peer in self.peers}
+        self.dropped = set()
+        self.anything_left = False
+
+    def going(self):
+        """The peers the next step goes to."""
+        return [peer for peer in self.peers if peer.name not in self.dropped]
+
+    def record(self, name, outcome):
+        """Note one target's outcome of a step; True if it leaves the sequence now."""
+        if _RANK[outcome] > _RANK[self.state[name]]:
+            self.state[name] = outcome
+        if outcome != "not-sent":
+            self.anything_left = True
+            return False
+        self.dropped.add(name)
+        return True
+
+    def not_done(self):
+        return [name for name, outcome in self.state.items()
+                if _RANK[outcome] >= _RANK["not-confirmed"]]
 
 
 # From best to worst (Sent.outcome), and what a target's part of the summary says.

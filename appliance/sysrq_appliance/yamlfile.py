@@ -127,14 +127,17 @@ def _check_config_file(path, st):
     check_ancestors(path, path)
 
 
-def read_text(path):
-    """The config's text, after every check on the file itself."""
+CONFIG_MISSING = ("no such config file; copy /etc/sysrq-appliance/appliance.yaml.example or "
+                  "run 'sysrq-appliance pair'")
+
+
+def read_text(path, missing=CONFIG_MISSING):
+    """The config's text, after every check on the file itself; `missing`: what to say
+    when there is no such file."""
     try:
         fd, st = open_regular(path)
     except FileNotFoundError:
-        raise InputError(f"{path}: no such config file; copy "
-                         "/etc/sysrq-appliance/appliance.yaml.example or run "
-                         "'sysrq-appliance pair'") from None
+        raise InputError(f"{path}: {missing}") from None
     except OSError as exc:
         hint = "; run as root (e.g. sudo sysrq-appliance ...)" if exc.errno == errno.EACCES \
             else ""
@@ -174,8 +177,8 @@ def parse(text, path="<config>"):
         raise InputError(f"{path}: nested too deeply; at most {MAX_DEPTH} levels") from None
 
 
-def load(path):
-    return parse(read_text(path), path)
+def load(path, missing=CONFIG_MISSING):
+    return parse(read_text(path, missing), path)
 
 
 def _check_events(text):

@@ -29,7 +29,7 @@ targets:
 {targets}
 groups:
   web: [web1, web3]
-sysrq: {{allow: [sync, remount, reboot, signal]}}
+sysrq: {{allow: [{allow}]}}
 etc_dir: /@ETC@
 """
 
@@ -60,9 +60,9 @@ def star(make_netns):
     return build
 
 
-def fleet(tmp_path, targets):
+def fleet(tmp_path, targets, allow="sync, remount, reboot, signal"):
     inventory = tmp_path / "fleet.yaml"
-    inventory.write_text(INVENTORY.format(targets="\n".join(
+    inventory.write_text(INVENTORY.format(allow=allow, targets="\n".join(
         f"  - {{name: {t.name_in_fleet}, address: {t.address}}}" for t in targets)))
     out = tmp_path / "fleet"
     subprocess.run(["/usr/bin/python3", "-m", "sysrq_appliance", "fleet", "render",
@@ -182,3 +182,30 @@ def test_send_all_and_a_group_sequence_are_confirmed_through_real_esp(star, tmp_
     assert "sent, not confirmed: no answer from web2 within 1 s" in again.stdout
     # (the namespaces go with their SAs and policies: no `down` needed, and each CLI call
     # costs seconds under TCG in the real-kernel tier)
+
+
+def test_a_sequence_goes_on_only_to_targets_whose_step_was_sent(star, tmp_path, esp):
+    """web2's first step cannot leave (the admin has no SA to it any more): it gets none of
+    the later steps, as a send to web2 alone would stop there, and web1 gets them all."""
+    admin, targets = star(2)
+    out = fleet(tmp_path, targets, allow="dump")      # diagnose: w, l, m (only logs)
+    sender = Installation(admin, tmp_path, "sender", half="admin1", bundle=out)
+    for target in targets:
+        Installation(target, tmp_path, target.name_in_fleet, bundle=out).cli(
+            "apply", "--force", esp=True, check=True)
+    sender.cli("apply", esp=True, check=True)
+    admin.run("ip", "xfrm", "state", "deleteall", "dst", targets[1].address)
+
+    sent = sender.cli("send", "web1,web2", "--sequence", "diagnose", "--wait", "5", esp=True)
+    assert sent.returncode == 3, sent.stdout + sent.stderr
+    lines = sent.stdout.splitlines()
+    assert lines[0] == "diagnose on web1, web2: w, wait 1 s, l, wait 1 s, m"
+    first = [line for line in lines if line.startswith("  1/5 ")]
+    assert any(line.startswith("  1/5 confirmed: web1 accepted 'w'") for line in first)
+    assert any(line.startswith("  1/5 not sent: web2: ") for line in first), first
+    assert first[-1] == ("  1/5 web2: the rest of the sequence is skipped for it (this step "
+                         "was not sent)")
+    later = [line for line in lines[1:-1] if not line.startswith("  1/5 ")]
+    assert [line.split()[0] for line in later] == ["2/5", "3/5", "4/5", "5/5"]
+    assert not any("web2" in line for line in later), later
+    assert lines[-1] == "summary: 2 targets: 1 confirmed, 1 not sent (web2)"

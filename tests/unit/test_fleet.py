@@ -232,6 +232,17 @@ def test_render_into_a_shared_directory_is_refused(tmp_path):
     assert "chmod go-w" in result.stderr and not (shared / "fleet").exists()
 
 
+def test_a_relative_out_is_where_the_command_runs(tmp_path):
+    (tmp_path / "inventory.yaml").write_text(INVENTORY)
+    env = {"PYTHONPATH": str(ROOT / "appliance"), "PATH": os.environ["PATH"]}
+    result = subprocess.run([sys.executable, "-m", "sysrq_appliance", "fleet", "render",
+                             "inventory.yaml", "--out", "fleet"], capture_output=True,
+                            text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "wrote fleet/web1/: appliance.yaml, keys/admin1.key, password" in result.stdout
+    assert load(tmp_path / "fleet/admin1/appliance.yaml").role == "sender"
+
+
 def test_configs_round_trip_through_yaml(tmp_path):
     """What configdoc writes reads back as the very Config that config.parse made of the
     document before it was dumped."""

@@ -120,3 +120,50 @@ def test_the_summary_names_who_is_not_done():
     assert sending.summary(peers, state) == (
         "summary: 14 targets: 1 confirmed, 1 sent, cannot confirm, 11 not confirmed (web4, "
         "web5, web6, web7, web8, web9, web10, web11, web12, web13, ...), 1 not sent (web3)")
+
+
+def test_a_target_whose_step_was_not_sent_gets_no_later_step():
+    peers = [type("P", (), {"name": name}) for name in ("web1", "web2", "web3")]
+    tally = sending.Tally(peers)
+    assert [p.name for p in tally.going()] == ["web1", "web2", "web3"]
+    assert not tally.record("web1", "confirmed")
+    assert tally.record("web2", "not-sent")          # leaves the sequence here
+    assert not tally.record("web3", "not-confirmed")
+    assert [p.name for p in tally.going()] == ["web1", "web3"]
+    assert tally.record("web1", "not-sent")          # a later step can drop it too
+    assert [p.name for p in tally.going()] == ["web3"]
+    assert tally.anything_left and sorted(tally.not_done()) == ["web1", "web2", "web3"]
+    assert sending.summary(peers, tally.state) == (
+        "summary: 3 targets: 1 not confirmed (web3), 2 not sent (web1, web2)")
+
+
+def test_nothing_sent_means_no_request_to_any_target_ever_left():
+    peers = [type("P", (), {"name": name}) for name in ("web1", "web2")]
+    tally = sending.Tally(peers)
+    tally.record("web1", "not-sent")
+    tally.record("web2", "not-sent")
+    assert not tally.anything_left and tally.going() == []
+    later = sending.Tally(peers)
+    later.record("web1", "sent")                     # b left: cannot confirm, but it left
+    later.record("web2", "not-sent")
+    later.record("web1", "not-sent")                 # ... and a later step did not
+    assert later.anything_left                       # so not NothingSent: exit 3, not 1
+
+
+def test_a_sequence_to_several_stops_for_each_target_whose_step_was_not_sent(secrets_dir):
+    """For real, without a tunnel: no request can leave (no SA of ours, no privilege to
+    require one), so reboot-safely's s is not sent to either target, and neither u nor b is
+    tried, nor any wait slept."""
+    lines = []
+    options = sending.Options(wait=0.1, state_dir=str(secrets_dir / "state"))
+    cfg = _fleet(secrets_dir, names=("web1", "web2"), groups={"web": ["web1", "web2"]})
+    with pytest.raises(sending.NothingSent, match="nothing was sent to any of the 2 targets"):
+        sending.send(cfg, None, None, "reboot-safely", options, report=lines.append,
+                     group="web")
+    assert lines[0] == "reboot-safely on group web (2 targets): s, wait 10 s, u, wait 5 s, b"
+    assert sorted(line.split(":")[1] for line in lines[1:3]) == [" web1", " web2"]
+    assert all(line.startswith("  1/5 not sent: ") for line in lines[1:3]), lines
+    assert lines[3:] == [
+        "  1/5 web1: the rest of the sequence is skipped for it (this step was not sent)",
+        "  1/5 web2: the rest of the sequence is skipped for it (this step was not sent)",
+        "summary: 2 targets: 2 not sent (web1, web2)"]
