@@ -42,7 +42,10 @@ tests/netns/test_xfrm_netns.py::test_deleting_a_missing_sa_says_not_found
 tests/netns/test_health_netns.py::test_the_probe_is_answered_through_real_esp_and_never_reaches_sysrq
 tests/netns/test_health_netns.py::test_a_probe_writes_no_kernel_log_line_with_the_real_xt_sysrq
 tests/netns/test_operators_netns.py::test_a_members_h_is_confirmed_through_real_esp
-tests/netns/test_fanout_netns.py::test_send_all_and_a_group_sequence_are_confirmed_through_real_esp"
+tests/netns/test_fanout_netns.py::test_send_all_and_a_group_sequence_are_confirmed_through_real_esp
+tests/netns/test_fanout_netns.py::test_a_sequence_goes_on_only_to_targets_whose_step_was_sent
+tests/netns/test_xfrm_netns.py::test_batches_fit_the_receive_buffer
+tests/netns/test_xfrm_netns.py::test_a_dropped_ack_is_an_error_for_its_request_not_a_wait"
 select=$(cat "$OUT/select" 2>/dev/null || true)
 # shellcheck disable=SC2086  # the selection is a list of pytest arguments
 phase esp -m "not without_esp" ${select:-$ESP_TESTS}
