@@ -252,6 +252,13 @@ run_each() {
                 virsh -q snapshot-revert "$(machine_uuid "$m")" "$SNAPSHOT" --running ||
                     die "reverting $m to the provisioned state failed"
             done
+            # A reverted guest's clock resumes at the snapshot's time (no NTP: no way out),
+            # while a guest that reboots reads the real time from its RTC: xt_SYSRQ then takes
+            # the sender's time-based sequence numbers for replays. Set both clocks, as NTP would.
+            for m in "${MACHINES[@]}"; do
+                ssh -F "$RUN_DIR/ssh-config" -o BatchMode=yes -o ConnectTimeout=30 "$m" \
+                    "sudo date -u -s @$(date +%s) >/dev/null" || die "setting $m's clock failed"
+            done
             timing revert $(($(now) - t))
         fi
         first=0
