@@ -4,6 +4,7 @@ prometheus_client's own parser (pure: no socket; tests/netns probes for real).""
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import shipped
 from sysrq_appliance import config, health
 from sysrq_appliance.errors import InputError
 
@@ -97,14 +98,13 @@ def test_a_senders_status_metrics_say_only_whether_it_is_in_sync():
 
 
 def test_the_reapply_unit_writes_the_status_metrics_with_options_status_has():
-    import pathlib
     import shlex
     from sysrq_appliance import cli
-    root = pathlib.Path(__file__).resolve().parents[2]
-    units = [root / "debian" / "sysrq-appliance.sysrq-appliance-reapply.service",
-             root / "etc" / "systemd" / "sysrq-appliance-reapply.service"]
-    assert units[0].read_text() == units[1].read_text()
-    (line,) = [l for l in units[0].read_text().splitlines() if l.startswith("ExecStopPost=")]
+    unit = shipped.unit("sysrq-appliance-reapply.service")
+    if shipped.IN_SOURCE_TREE:   # the copy for installs from source is the same
+        assert unit.read_text() == (shipped.ROOT / "etc" / "systemd" /
+                                    "sysrq-appliance-reapply.service").read_text()
+    (line,) = [l for l in unit.read_text().splitlines() if l.startswith("ExecStopPost=")]
     script = shlex.split(line.split("=", 1)[1].lstrip("-"))[-1]
     command = shlex.split(script.split("exec /usr/bin/sysrq-appliance ", 1)[1])
     args = cli.build_parser().parse_args(command)

@@ -4,6 +4,7 @@ rule: pure parts, without a socket or a journal (tests/netns runs the real proce
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import shipped
 from sysrq_appliance import audit, cli, helper, opsocket
 from sysrq_appliance.errors import InputError
 
@@ -312,14 +313,12 @@ def test_one_user_cannot_take_every_slot(serving, uid, refused):
 def test_every_documented_audit_query_matches_a_field_only_journald_sets():
     """Anyone can log with SYSLOG_IDENTIFIER=sysrq-appliance-audit; only root's entries
     carry _UID=0, only the helper's _SYSTEMD_UNIT=sysrq-appliance-helper.service."""
-    import pathlib
     import re
-    root = pathlib.Path(__file__).resolve().parents[2]
-    sources = [root / "README.md", root / "docs" / "sysrq-appliance.8.rst",
-               root / "debian" / "README.Debian", root / "appliance" / "sysrq_appliance" /
-               "cli.py", *sorted((root / "debian").glob("*.service")),
+    root = shipped.ROOT
+    sources = [*shipped.documents(), root / "docs" / "sysrq-appliance.8.rst", *shipped.units(),
                *sorted((root / "tests" / "vagrant" / "scenarios").glob("*.scn"))]
-    queries = [line for path in sources for line in path.read_text().splitlines()
+    assert len(shipped.units()) >= 4
+    queries = [line for path in sources for line in shipped.text(path).splitlines()
                if re.search(r"journalctl\b.*sysrq-appliance-audit", line)]
     assert len(queries) >= 6
     untrusted = [q for q in queries if not re.search(r"\b_UID=0\b|\b_SYSTEMD_UNIT=", q)
@@ -329,8 +328,6 @@ def test_every_documented_audit_query_matches_a_field_only_journald_sets():
 
 def test_journalds_rate_limit_never_drops_the_helpers_audit_entries():
     import configparser
-    import pathlib
     unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.read(pathlib.Path(__file__).resolve().parents[2] / "debian" /
-              "sysrq-appliance.sysrq-appliance-helper.service")
+    unit.read_string(shipped.unit("sysrq-appliance-helper.service").read_text())
     assert unit["Service"]["LogRateLimitIntervalSec"] == "0"
