@@ -1,13 +1,18 @@
 # sysrq-appliance — every entry point a person or CI uses.
 #   make demo    the main job: the two-VM demonstration (as root)
-#   make check   every test tier: unit, netns, real kernel, package, two-VM (as root; what .ci/run calls)
+#   make check   every test tier: unit, netns, ansible, real kernel, package, the VM runs (as root;
+#                what .ci/run calls)
 # Tests run on Debian's interpreter, which sees Debian's python3-pyroute2/-iptables/-yaml.
 PYTHON := /usr/bin/python3
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
 .PHONY: check demo unit netns ansible realkernel bench bench-guest bench-smoke deb package vagrant scenarios-alone
 
-check: unit netns ansible realkernel bench-smoke package vagrant
+# Two lanes side by side (two cores here): the host tiers one after another, and the VM runs.
+# Every line is tagged [host] or [vm]; the VM runs' own logs are in /var/tmp/sysrq-appliance-vagrant.
+check:
+	tests/install-deps.sh unit netns package ansible realkernel vagrant
+	MAKE="$(MAKE)" tests/lanes.sh 'host: unit netns ansible bench-smoke realkernel package' 'vm: vagrant'
 
 deb:
 	tests/install-deps.sh package
