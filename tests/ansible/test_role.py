@@ -40,7 +40,7 @@ def fleet_render(tmp_path, text):
 
 
 def playbook(tmp_path):
-    """Run the role for admin1 and web1, each into its own scratch /etc; the output."""
+    """Run the role for admin1 and web1, each into its own scratch /etc; the output (both streams)."""
     if not shutil.which("ansible-playbook"):
         pytest.skip("ansible is not installed (tests/install-deps.sh ansible installs it)")
     user = pathlib.Path(tmp_path).owner()
@@ -60,7 +60,7 @@ def playbook(tmp_path):
          "-e", f"sysrq_appliance_owner={user}", "-e", f"sysrq_appliance_group={group}"],
         capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return result.stdout + result.stderr
 
 
 def recap(output):
@@ -138,3 +138,6 @@ def test_the_role_places_each_half_a_second_run_changes_nothing_and_leavers_go(t
     assert recap(fixed) == {"admin1": 0, "web1": 1}
     assert (tmp_path / "hosts/web1/etc/password").read_bytes() == \
         (tmp_path / "out/web1/password").read_bytes()
+    for output in (third, fixed):     # the run that rewrote a password with --diff above all
+        for secret in rendered:
+            assert secret not in output
