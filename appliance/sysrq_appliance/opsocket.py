@@ -126,23 +126,24 @@ def _connect(path, user, seconds):
         try:
             sock.connect(path)
             return sock
-        except BlockingIOError:
-            sock.close()
-            if time.monotonic() >= deadline:
-                raise busy(path, seconds) from None
-            time.sleep(0.05)
-        except TimeoutError:
-            sock.close()
-            raise busy(path, seconds) from None
-        except PermissionError:
-            sock.close()
-            raise InputError(not_a_member(user, group_of(path), path)) from None
         except OSError as exc:
             sock.close()
-            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.ENOTDIR,
-                             errno.EPROTOTYPE):
-                raise not_listening(path, exc.strerror) from None
-            raise
+            failure = exc
+        if not isinstance(failure, BlockingIOError) or time.monotonic() >= deadline:
+            raise _connect_failed(failure, path, user, seconds) from None
+        time.sleep(0.05)
+
+
+def _connect_failed(exc, path, user, seconds):
+    """The one-line error for a connect() that failed with `exc` (itself if unforeseen)."""
+    if isinstance(exc, (BlockingIOError, TimeoutError)):
+        return busy(path, seconds)
+    if isinstance(exc, PermissionError):
+        return InputError(not_a_member(user, group_of(path), path))
+    if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.ENOTDIR,
+                     errno.EPROTOTYPE):
+        return not_listening(path, exc.strerror)
+    return exc
 
 
 def request(path, argv, out, err, user, seconds):

@@ -144,7 +144,7 @@ def read_text(path, missing=CONFIG_MISSING):
         raise InputError(f"{path}: cannot read: {exc.strerror}{hint}") from None
     try:
         if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{path}: not a regular file; give the config file itself")
+            raise InputError(f"{path}: not a regular file; give the file itself (a config or an inventory)")
         _check_config_file(path, st)
     except BaseException:
         os.close(fd)
