@@ -15,13 +15,15 @@ MAKE=${MAKE:-make}
 CLEANUP_WAIT=600   # seconds a lane may take to clean up after a signal before it is killed
 
 [ $# -gt 0 ] || { sed -n '2,6p' "$0" >&2; exit 2; }
+names=() lanes=()
 for spec in "$@"; do   # all checked before any lane starts
     name=${spec%%:*} targets=${spec#*:}
     [[ $spec == *:* && $name =~ ^[A-Za-z0-9_-]+$ && $targets =~ [^[:space:]] ]] ||
         { echo "lanes: '$spec' is not 'NAME: TARGET...' (NAME: letters, digits, - and _)" >&2; exit 2; }
+    names+=("$name") lanes+=("$targets")
 done
 
-pids=() names=()
+pids=()
 stop() {   # stop SIGNAL: pass it on to every lane, then wait (bounded) for each group to be gone
     local p waited=0
     for p in "${pids[@]}"; do kill -s "$1" -- "-$p" 2>/dev/null; done
@@ -37,8 +39,7 @@ trap 'stop TERM; exit 143' TERM
 trap 'stop HUP; exit 129' HUP
 
 set -m   # every background job a process group of its own (set in parent and child: no race)
-for spec in "$@"; do
-    name=${spec%%:*} targets=${spec#*:}
+for i in "${!names[@]}"; do
     # The lane's shell waits for make's own clean-up after a signal (a trap defers to the
     # running pipeline); the tagger ignores signals so that clean-up's lines still get out.
     # shellcheck disable=SC2016
@@ -48,8 +49,8 @@ for spec in "$@"; do
         "$1" -k --no-print-directory $3 2>&1 | { trap "" INT TERM HUP; exec sed -u "s/^/[$2] /"; }
         rc=$?
         echo "[$2] lane ended: exit $rc after $(( $(date +%s) - start )) s"
-        exit $rc' lane "$MAKE" "$name" "$targets" </dev/null &
-    pids+=("$!") names+=("$name")
+        exit $rc' lane "$MAKE" "${names[$i]}" "${lanes[$i]}" </dev/null &
+    pids+=("$!")
 done
 set +m
 
