@@ -14,7 +14,8 @@ for tier in "$@"; do
         ansible) packages="$packages ansible python3-yaml python3-pytest" ;;
         realkernel) packages="$packages qemu-system-x86 mmdebstrap e2fsprogs" ;;
         vagrant) packages="$packages vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients
-                  qemu-system-x86 qemu-utils mmdebstrap dnsmasq-base e2fsprogs ansible" ;;
+                  qemu-system-x86 qemu-utils mmdebstrap dnsmasq-base e2fsprogs ansible
+                  fdisk apt-utils" ;;
         *) echo "install-deps: unknown tier '$tier' (use unit netns package ansible realkernel vagrant)" >&2; exit 2 ;;
     esac
 done

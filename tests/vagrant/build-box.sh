@@ -1,7 +1,7 @@
 #!/bin/bash
 # Build a vagrant-libvirt box of Debian RELEASE from Debian packages only, or reuse a cached one.
 #
-#   tests/vagrant/build-box.sh trixie|bookworm [--force]
+#   tests/vagrant/build-box.sh trixie|bookworm [--stale-kernel] [--force]
 #
 # Prints the path of the .box on stdout (progress goes to stderr). The box is cached in
 # $SYSRQ_CACHE/boxes/ under a name that carries a hash of its inputs (this script, the hook
@@ -20,16 +20,34 @@
 #  - no partition table and no boot loader: the filesystem image is made with `mke2fs -d`
 #    (no loop device), and the box's own Vagrantfile boots the kernel and initrd it ships
 #    directly (vagrant-libvirt kernel/initrd/cmd_line).
+#
+# --stale-kernel (trixie only) makes the box a workstation's public box stands for, months old:
+# it runs the mirror's previous kernel, carries no xt_SYSRQ and no compiler, and boots through
+# GRUB from a partitioned disk, so a reboot starts whatever kernel the guest installed last
+# (GRUB's /vmlinuz entry, as Debian's kernel packages keep that link on the newest). Its only
+# package source is a local repository in the box (the guests have no route out) holding
+# what tests/vagrant/provision/kernel.sh installs: the current kernel, its headers and
+# xtables-addons-dkms with their dependencies, and no headers for the kernel it runs.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 . "$HERE/../lib/debian-image.sh"    # debian_root
 
+usage() { echo "usage: $0 trixie|bookworm [--stale-kernel] [--force]" >&2; exit 2; }
 RELEASE=${1:-}
-FORCE=${2:-}
+shift || true
+FORCE= STALE=
+for arg; do
+    case "$arg" in
+        --force) FORCE=$arg ;;
+        --stale-kernel) STALE=$arg ;;
+        *) usage ;;
+    esac
+done
 case "$RELEASE" in
-    trixie|bookworm) ;;
-    *) echo "usage: $0 trixie|bookworm [--force]" >&2; exit 2 ;;
+    trixie) ;;
+    bookworm) [ -z "$STALE" ] || { echo "$0: --stale-kernel is for trixie (a Debian 12 target cannot work)" >&2; exit 2; } ;;
+    *) usage ;;
 esac
 need_root
 
@@ -46,14 +64,20 @@ PACKAGES=(
 )
 # Installed for the DKMS build only, purged afterwards (with what they pulled in).
 BUILD_ONLY=(xtables-addons-dkms linux-headers-amd64)
+FLAVOUR=$RELEASE
+if [ -n "$STALE" ]; then
+    # No DKMS build here: the guest's kernel.sh does it. GRUB's modules to make its core image.
+    FLAVOUR=$RELEASE-stale-kernel
+    BUILD_ONLY=(grub-pc-bin)
+fi
 
-key=$( { cat "$0" "$HERE/box-hooks.sh" "$HERE/../lib/debian-image.sh"; echo "$RELEASE ${PACKAGES[*]} ${BUILD_ONLY[*]}"; } |
+key=$( { cat "$0" "$HERE/box-hooks.sh" "$HERE/../lib/debian-image.sh"; echo "$FLAVOUR ${PACKAGES[*]} ${BUILD_ONLY[*]}"; } |
        sha256sum | cut -c1-12)
 BOX_DIR=$SYSRQ_CACHE/boxes
-BOX=$BOX_DIR/sysrq-appliance-$RELEASE-$key.box
+BOX=$BOX_DIR/sysrq-appliance-$FLAVOUR-$key.box
 mkdir -p "$BOX_DIR"
 
-exec 9>"$BOX_DIR/.lock-$RELEASE"
+exec 9>"$BOX_DIR/.lock-$FLAVOUR"
 flock 9     # one build per release at a time; a second caller waits and then reuses it
 
 if [ -s "$BOX" ] && [ "$FORCE" != --force ]; then
@@ -63,16 +87,18 @@ if [ -s "$BOX" ] && [ "$FORCE" != --force ]; then
 fi
 
 apt_ensure mmdebstrap e2fsprogs qemu-utils vagrant
+[ -z "$STALE" ] || apt_ensure fdisk apt-utils     # sfdisk, apt-ftparchive
 PUBKEY=$(dpkg -L vagrant | grep '/keys/vagrant\.pub$' | head -1)
 [ -s "$PUBKEY" ] || die "Vagrant's insecure public key not found in the vagrant package"
 
-WORK=$(mktemp -d /var/tmp/sysrq-box-"$RELEASE".XXXXXX)
+WORK=$(mktemp -d /var/tmp/sysrq-box-"$FLAVOUR".XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 ROOT=$WORK/rootfs
 T0=$(now)
 
-log "mmdebstrap $RELEASE (log: $WORK/mmdebstrap.log)"
+log "mmdebstrap $FLAVOUR (log: $WORK/mmdebstrap.log)"
 if ! SYSRQ_BOX_PUBKEY=$PUBKEY SYSRQ_BOX_RELEASE=$RELEASE SYSRQ_BOX_PURGE="${BUILD_ONLY[*]}" \
+    SYSRQ_BOX_STALE=${STALE:+1} \
     debian_root "$RELEASE" "$ROOT" "$WORK/mmdebstrap.log" "$HERE/box-hooks.sh" \
         "${PACKAGES[@]}" "${BUILD_ONLY[@]}"; then
     tail -40 "$WORK/mmdebstrap.log" >&2
@@ -81,21 +107,20 @@ fi
 grep '^box-hooks:' "$WORK/mmdebstrap.log" >&2 || true
 T1=$(now)
 
-log "filesystem image (mke2fs -d), kernel, initrd"
 mkdir "$WORK/box"
 KVER=$(cat "$ROOT/etc/sysrq-box-kernel")
-cp "$ROOT/boot/vmlinuz-$KVER" "$WORK/box/vmlinuz"
-cp "$ROOT/boot/initrd.img-$KVER" "$WORK/box/initrd.img"
-mke2fs -q -t ext4 -L sysrq-root -E root_owner=0:0 -d "$ROOT" "$WORK/root.ext4" "${DISK_GB}G" >&2
-qemu-img convert -O qcow2 "$WORK/root.ext4" "$WORK/box/box.img"
-rm -f "$WORK/root.ext4"
-
 cat >"$WORK/box/metadata.json" <<EOF
 {"provider": "libvirt", "format": "qcow2", "virtual_size": $DISK_GB}
 EOF
-# The box's own Vagrantfile: boot the kernel and initrd shipped next to it. Vagrant merges it
-# under the project's Vagrantfile, so a project can still override any of these.
-cat >"$WORK/box/Vagrantfile" <<'EOF'
+if [ -z "$STALE" ]; then
+    log "filesystem image (mke2fs -d), kernel, initrd"
+    BOX_FILES=(metadata.json Vagrantfile box.img vmlinuz initrd.img)
+    cp "$ROOT/boot/vmlinuz-$KVER" "$WORK/box/vmlinuz"
+    cp "$ROOT/boot/initrd.img-$KVER" "$WORK/box/initrd.img"
+    mke2fs -q -t ext4 -L sysrq-root -E root_owner=0:0 -d "$ROOT" "$WORK/root.ext4" "${DISK_GB}G" >&2
+    # The box's own Vagrantfile: boot the kernel and initrd shipped next to it. Vagrant merges
+    # it under the project's Vagrantfile, so a project can still override any of these.
+    cat >"$WORK/box/Vagrantfile" <<'EOF'
 # Built by sysrq-appliance tests/vagrant/build-box.sh: a filesystem without partition table
 # or boot loader, booted directly from the kernel and initrd in this directory.
 Vagrant.configure("2") do |config|
@@ -106,12 +131,37 @@ Vagrant.configure("2") do |config|
   end
 end
 EOF
-tar -C "$WORK/box" -cf "$WORK/out.box" metadata.json Vagrantfile box.img vmlinuz initrd.img
+else
+    log "disk image: one partition (mke2fs -d at 1 MiB), GRUB's boot sector and core image"
+    BOX_FILES=(metadata.json Vagrantfile box.img)
+    truncate -s "${DISK_GB}G" "$WORK/root.ext4"
+    echo 'start=2048, type=83, bootable' | sfdisk -q "$WORK/root.ext4" >&2
+    mke2fs -q -t ext4 -L sysrq-root -E root_owner=0:0,offset=$((2048 * 512)) -d "$ROOT" \
+        "$WORK/root.ext4" $(((DISK_GB * 1024 - 1) * 1024))k >&2
+    # What grub-install does on a block device: the boot sector's code (not the partition
+    # table after it) in sector 0, the core image from sector 1, where boot.img loads it from.
+    dd if="$ROOT/usr/lib/grub/i386-pc/boot.img" of="$WORK/root.ext4" bs=440 count=1 conv=notrunc status=none
+    dd if="$ROOT/boot/grub/i386-pc/core.img" of="$WORK/root.ext4" bs=512 seek=1 conv=notrunc status=none
+    cat >"$WORK/box/Vagrantfile" <<'EOF'
+# Built by sysrq-appliance tests/vagrant/build-box.sh --stale-kernel: a partitioned disk that
+# boots through GRUB, like a public box.
+Vagrant.configure("2") do |config|
+  config.vm.provider :libvirt do |libvirt|
+    libvirt.boot "hd"
+  end
+end
+EOF
+fi
+qemu-img convert -O qcow2 "$WORK/root.ext4" "$WORK/box/box.img"
+rm -f "$WORK/root.ext4"
+
+tar -C "$WORK/box" -cf "$WORK/out.box" "${BOX_FILES[@]}"
 mv "$WORK/out.box" "$BOX"
 T2=$(now)
 
-# Older builds of this release are of no use any more.
-find "$BOX_DIR" -maxdepth 1 -name "sysrq-appliance-$RELEASE-*.box" ! -path "$BOX" -delete
+# Older builds of this flavour are of no use any more.
+find "$BOX_DIR" -maxdepth 1 -regextype posix-extended \
+    -regex ".*/sysrq-appliance-$FLAVOUR-[0-9a-f]{12}\.box" ! -path "$BOX" -delete
 log "built $BOX ($(du -h "$BOX" | cut -f1); kernel $KVER; rootfs $(du -sh "$ROOT" | cut -f1))"
-log "TIME box build $RELEASE: mmdebstrap $((T1 - T0)) s, image $((T2 - T1)) s, total $((T2 - T0)) s"
+log "TIME box build $FLAVOUR: mmdebstrap $((T1 - T0)) s, image $((T2 - T1)) s, total $((T2 - T0)) s"
 echo "$BOX"

@@ -12,8 +12,11 @@
 # RELEASE is the sender's: trixie (Debian 13) or bookworm (Debian 12). The target is always
 # Debian 13: a Debian 12 target cannot work (its xt_SYSRQ 3.23 panics the kernel), so the
 # bookworm run is a Debian 12 admin host in front of a Debian 13 target, and then of two:
-# the fleet run (fleet.scn, a third machine). Run as root. Apt
-# installs what is missing. The full run always ends with `down`, also on failure or interrupt. The product is provisioned from
+# the fleet run (fleet.scn, a third machine). Its first target is made from the stale-kernel
+# box (build-box.sh --stale-kernel) and provisioned the way a workstation's public box is:
+# kernel.sh brings its kernel and headers to the current ones, DKMS builds xt_SYSRQ, Vagrant
+# reboots it. Run as root. Apt installs what is missing. The full run always ends with
+# `down`, also on failure or interrupt. The product is provisioned from
 # $SYSRQ_DEB_DIR/sysrq-appliance_*.deb (default: out/ of this repository); without it the VMs
 # come up bare and only the infrastructure scenarios mean anything.
 # Logs, serial consoles and timings: $SYSRQ_RUN_DIR (default /var/tmp/sysrq-appliance-vagrant/RELEASE).
@@ -24,8 +27,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 RELEASE=${1:-}
 ACTION=${2:-all}
-case "$RELEASE" in trixie|bookworm) ;; *) sed -n '2,19p' "$0" >&2; exit 2 ;; esac
-case "$ACTION" in all|each|up|test|down) ;; *) sed -n '2,19p' "$0" >&2; exit 2 ;; esac
+case "$RELEASE" in trixie|bookworm) ;; *) sed -n '2,22p' "$0" >&2; exit 2 ;; esac
+case "$ACTION" in all|each|up|test|down) ;; *) sed -n '2,22p' "$0" >&2; exit 2 ;; esac
 shift $(($# < 2 ? $# : 2))
 
 RUN_DIR=${SYSRQ_RUN_DIR:-/var/tmp/sysrq-appliance-vagrant/$RELEASE}
@@ -36,9 +39,13 @@ LATE=()   # machines that boot in the background while the first scenarios run
 # management network (cheaper than a run of its own: the Debian 12 box is shared). It boots
 # while bookworm.scn runs: those checks are one ssh command at a time and leave a core idle,
 # where booting it beside the other two would slow all three.
+TARGET_RELEASE=trixie
+TARGET_BOX_ARGS=("$TARGET_RELEASE")
 if [ "$RELEASE" = bookworm ]; then
     LATE=(target2)
     export SYSRQ_FLEET=1
+    TARGET_BOX_ARGS=("$TARGET_RELEASE" --stale-kernel)
+    export SYSRQ_KERNEL_MACHINES=target
 fi
 
 # ----------------------------------------------------------------------------- environment
@@ -57,7 +64,6 @@ export SYSRQ_STAGE_DIR=${SYSRQ_STAGE_DIR:-/run/sysrq-appliance-stage/$RELEASE}
 export SYSRQ_LOG_DIR=$RUN_DIR/libvirt
 export SYSRQ_DEB_DIR=${SYSRQ_DEB_DIR:-$REPO/out}
 export SYSRQ_POOL SYSRQ_MGMT_NETWORK SYSRQ_MGMT_SUBNET SYSRQ_TUNNEL_NETWORK SYSRQ_TUNNEL_HOST_IP
-TARGET_RELEASE=trixie
 # The rescue drills need thaw (j: the signal bit) and the blocked-task dump (w: dump).
 export SYSRQ_PAIR_ARGS=${SYSRQ_PAIR_ARGS:---allow sync,remount,reboot,signal,dump}
 
@@ -65,9 +71,8 @@ vagrant() { command vagrant "$@"; }
 # The boxes these machines are made from (recorded by `up`): `vagrant up` in @start and
 # `vagrant destroy` must see the same, never a default one.
 use_boxes() {
-    read -r SYSRQ_SENDER_BOX SYSRQ_TARGET_BOX <"$RUN_DIR/box"
+    read -r SYSRQ_SENDER_BOX SYSRQ_TARGET_BOX SYSRQ_TARGET2_BOX <"$RUN_DIR/box"
     SYSRQ_BOX=$SYSRQ_SENDER_BOX
-    SYSRQ_TARGET2_BOX=$SYSRQ_TARGET_BOX
     export SYSRQ_BOX SYSRQ_SENDER_BOX SYSRQ_TARGET_BOX SYSRQ_TARGET2_BOX
 }
 stamp() { local line; while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done; }
@@ -76,19 +81,20 @@ timing() { echo "$1 $2" >>"$RUN_DIR/timings"; log "TIME $1: $2 s"; }
 # ----------------------------------------------------------------------------- up
 box_name() { local f=${1##*/}; f=${f%.box}; echo "sysrq-appliance/${f#sysrq-appliance-}"; }
 
-# Build (or reuse) the box of a release, add it to Vagrant's store; prints its name.
+# Build (or reuse) a box (build-box.sh ARGS), add it to Vagrant's store; prints its name.
 add_box() {
-    local release=$1 box name old
-    box=$("$HERE/build-box.sh" "$release" | tail -1)
-    [ -s "$box" ] || { log "ERROR: build-box.sh $release made no box"; return 1; }
+    local box name old flavour
+    box=$("$HERE/build-box.sh" "$@" | tail -1)
+    [ -s "$box" ] || { log "ERROR: build-box.sh $* made no box"; return 1; }
     name=$(box_name "$box")
+    flavour=${name%-*}
     if ! vagrant box list --machine-readable | grep -q ",box-name,$name\$"; then
         log "adding box $name"
         vagrant box add --name "$name" "$box" >"$RUN_DIR/box-add.log"
     fi
-    # Older builds of this release in Vagrant's store are of no use any more.
+    # Older builds of this flavour in Vagrant's store are of no use any more.
     for old in $(vagrant box list --machine-readable | awk -F, '$3 == "box-name" {print $4}' |
-                 grep "^sysrq-appliance/$release-" | grep -vx "$name" || true); do
+                 grep -Ex "$flavour-[0-9a-f]{12}" | grep -vx "$name" || true); do
         vagrant box remove --force --all "$old" >/dev/null && log "removed old box $old"
     done
     echo "$name"
@@ -102,13 +108,14 @@ up() {
     rm -rf "$RUN_DIR"
     mkdir -p "$RUN_DIR" "$SYSRQ_SERIAL_DIR" "$SYSRQ_LOG_DIR"
     local t
-    local sender_box target_box
+    local sender_box target_box target2_box
     t=$(now)
     # Each on its own line: a failed build must stop the run, never leave a machine to fall
     # back to another release's box.
     sender_box=$(add_box "$RELEASE") && [ -n "$sender_box" ] || die "no $RELEASE box"
-    target_box=$(add_box "$TARGET_RELEASE") && [ -n "$target_box" ] || die "no $TARGET_RELEASE box"
-    printf '%s %s\n' "$sender_box" "$target_box" >"$RUN_DIR/box"
+    target_box=$(add_box "${TARGET_BOX_ARGS[@]}") && [ -n "$target_box" ] || die "no ${TARGET_BOX_ARGS[*]} box"
+    target2_box=$(add_box "$TARGET_RELEASE") && [ -n "$target2_box" ] || die "no $TARGET_RELEASE box"
+    printf '%s %s %s\n' "$sender_box" "$target_box" "$target2_box" >"$RUN_DIR/box"
     use_boxes; timing box $(($(now) - t))
     t=$(now); "$HERE/libvirt.sh" start; timing libvirt-start $(($(now) - t))
     if ! ls "$SYSRQ_DEB_DIR"/sysrq-appliance_*.deb >/dev/null 2>&1; then
