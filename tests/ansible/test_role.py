@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ROLES = ROOT / "ansible" / "roles"
@@ -130,12 +131,58 @@ def test_the_role_places_each_half_a_second_run_changes_nothing_and_leavers_go(t
     assert sorted(p.name for p in (etc / "passwords").iterdir()) == ["web1"]
     assert recap(playbook(tmp_path)) == {"admin1": 0, "web1": 0}
 
-    # a file changed on the host by hand is put back, and only that host changes
-    (tmp_path / "hosts/web1/etc/password").write_bytes(b"edited-by-hand")
+    # a file changed on the host by hand is put back, and only that host changes; a file of
+    # the admin's beside the half is left alone, and nothing of the unpacking stays behind
+    etc = tmp_path / "hosts" / "web1" / "etc"
+    (etc / "password").write_bytes(b"edited-by-hand")
+    (etc / "notes.local").write_bytes(b"the admin's")
     fixed = playbook(tmp_path)
     assert recap(fixed) == {"admin1": 0, "web1": 1}
-    assert (tmp_path / "hosts/web1/etc/password").read_bytes() == \
-        (tmp_path / "out/web1/password").read_bytes()
+    assert (etc / "password").read_bytes() == (tmp_path / "out/web1/password").read_bytes()
+    assert (etc / "notes.local").read_bytes() == b"the admin's"
+    assert sorted(p.name for p in etc.iterdir()) == \
+        [".fleet-half.tar", "appliance.yaml", "keys", "notes.local", "password"]
     for output in (first, second, third, fixed):   # fixed rewrote a password, with --diff
         for secret in rendered:
             assert secret not in output
+
+
+def unpack_script():
+    """The shell script of the role's task that puts the half in place, as the role has it."""
+    tasks = yaml.safe_load((ROLES / "sysrq_appliance" / "tasks" / "main.yml").read_text())
+    task = next(t for t in tasks if t["name"].startswith("The half in place"))
+    return task["ansible.builtin.shell"]["cmd"]
+
+
+@pytest.mark.parametrize("fault", ["disk full", "a directory in a key's way"])
+def test_an_unpack_that_fails_leaves_the_old_config_whole(tmp_path, fault):
+    """The half is unpacked beside the live files and renamed into place, the config last. A
+    write that fails (a full disk; here a file size limit of 512 bytes, which the config
+    exceeds) changes none of the host's files, where unpacking in place left the config half
+    written; a key that cannot be put in place leaves the old config, and its leavers."""
+    fleet_render(tmp_path, FLEET)
+    etc = tmp_path / "etc"
+    shutil.copytree(tmp_path / "out" / "admin1", etc)
+    prefix = ""
+    if fault == "disk full":
+        prefix = "ulimit -f 1\n"    # in 512-byte blocks (dash)
+    else:
+        (etc / "keys" / "web1.key").unlink()
+        (etc / "keys" / "web1.key").mkdir()
+        (etc / "keys" / "web1.key" / "something").write_text("")
+    before = {str(p): p.read_bytes() for p in etc.rglob("*") if p.is_file()}
+    # admin1's next half: web2 left the fleet, web3 joined (a new config; web2's key and
+    # password are leavers, web3's are new)
+    fleet_render(tmp_path, FLEET.replace("web2, address: 10.10.25.8", "web3, address: 10.10.25.9"))
+    assert (tmp_path / "out" / "admin1" / "appliance.yaml").stat().st_size > 512
+    subprocess.run(["tar", "--create", "--format=gnu", "--sort=name",
+                    "--file", str(etc / ".fleet-half.tar"),
+                    "--directory", str(tmp_path / "out" / "admin1"), "."], check=True)
+
+    result = subprocess.run(["sh", "-c", prefix + unpack_script()], cwd=etc,
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "unpacked" not in result.stdout, result
+    after = {str(p): p.read_bytes() for p in etc.rglob("*")
+             if p.is_file() and p.name != ".fleet-half.tar"}
+    assert after == before    # web1's key is the first file to go in place: none did
+    assert not (etc / ".fleet-half.new").exists()
