@@ -79,6 +79,7 @@ bench:
 	$(PYTHON) bench/crash_drill.py --peers 100 --kills 50
 	$(PYTHON) bench/fleet_render.py --targets 1000
 	$(PYTHON) bench/send_fleet.py --targets 1000 --wait 1
+	$(PYTHON) bench/helper_flood.py --runs 10
 
 # The guest half: apply_scale with SAs, and the flood drill, on the two Debian 13 VMs.
 bench-guest:
@@ -94,3 +95,4 @@ bench-smoke:
 	$(PYTHON) bench/crash_drill.py --peers 10 --kills 4
 	$(PYTHON) bench/fleet_render.py --targets 20
 	$(PYTHON) bench/send_fleet.py --targets 10 --wait 0.5
+	$(PYTHON) bench/helper_flood.py --runs 2

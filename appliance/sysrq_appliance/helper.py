@@ -4,7 +4,9 @@ Started by systemd socket activation (sysrq-appliance-helper.socket, Accept=no):
 owns /run/sysrq-appliance/operators.sock, root:sysrq-operators 0660, and hands it over as
 fd 3 (sd_listen_fds). Each connection is served by a child process of its own, so one
 operator's slow sequence never holds up another's rescue; at most MAX_CLIENTS at once, and
-at most MAX_PER_UID of one user's (one operator's retries cannot take every slot).
+at most MAX_PER_UID of one user's (one operator's retries cannot take every slot). The
+refusals beyond those are told by children too (at most MAX_CLIENTS at once; then closed
+unanswered), so that a flood of them never holds up the accept loop.
 
 On every connection: the caller's credentials as the kernel recorded them at connect()
 (SO_PEERCRED: pid, uid, gid; SO_PEERGROUPS: its supplementary groups) and a refusal in one
@@ -122,11 +124,16 @@ class Answer:
 
 
 def serve(listener, gid, group, path, run, max_clients=MAX_CLIENTS, max_per_uid=MAX_PER_UID):
-    """Accept connections until interrupted; each is handled by a child (handle)."""
-    children = {}   # pid -> the uid it serves
+    """Accept connections until interrupted. Each is handled by a child (handle), and so is
+    each busy refusal (_refuse_busy): its audit entry and its client may each take a while,
+    and must not hold up the next operator's connection. With max_clients refusals already
+    being told, a connection is closed unanswered (one operator's flood costs nothing)."""
+    serving = {}    # pid -> the uid it serves
+    refusing = {}   # pid -> the uid it turns away
     try:
         while True:
-            _reap(children)
+            _reap(serving)
+            _reap(refusing)
             readable, _, _ = select.select([listener], [], [], 1.0)   # reap once a second
             if not readable:
                 continue
@@ -135,23 +142,30 @@ def serve(listener, gid, group, path, run, max_clients=MAX_CLIENTS, max_per_uid=
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 continue
             peer = peer_of(conn)
-            line = busy(list(children.values()), peer.uid, max_clients, max_per_uid)
-            if line:
-                _refuse_busy(conn, peer, line)
-                continue
-            pid = os.fork()
-            if pid == 0:   # the child: this connection only
-                code = 1
-                try:
-                    listener.close()
-                    handle(conn, gid, group, path, run)
-                    code = 0
-                finally:
-                    os._exit(code)
-            conn.close()
-            children[pid] = peer.uid
+            line = busy(list(serving.values()), peer.uid, max_clients, max_per_uid)
+            if line is None:
+                serving[_forked(listener, conn, handle, conn, gid, group, path, run)] = peer.uid
+            elif len(refusing) < max_clients:
+                refusing[_forked(listener, conn, _refuse_busy, conn, peer, line)] = peer.uid
+            else:
+                conn.close()
     except KeyboardInterrupt:   # SIGTERM from systemd (cli.main turns it into this)
         return
+
+
+def _forked(listener, conn, work, *args):
+    """work(*args) in a child of its own, which serves `conn` only; the child's pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            listener.close()
+            work(*args)
+            code = 0
+        finally:
+            os._exit(code)
+    conn.close()
+    return pid
 
 
 def busy(serving, uid, max_clients, max_per_uid):

@@ -116,6 +116,11 @@ def busy(path, seconds):
                           "nothing was sent: try again in a moment")
 
 
+def hung_up():
+    return ApplianceError("send: the operators' helper ended without an answer; see "
+                          "'journalctl -u sysrq-appliance-helper'")
+
+
 def _connect(path, user, seconds):
     """A socket connected to the helper. With its queue full, an AF_UNIX connect() fails at
     once (EAGAIN) instead of waiting: try again until `seconds` have passed."""
@@ -157,6 +162,8 @@ def request(path, argv, out, err, user, seconds):
             sock.send(data)
         except TimeoutError:
             raise no_answer(path, seconds) from None
+        except ConnectionError:   # closed unanswered: a flood of refusals is being told
+            raise hung_up() from None
         while True:
             try:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
@@ -173,5 +180,4 @@ def request(path, argv, out, err, user, seconds):
             elif kind == EXIT and text.isdigit():
                 return int(text)
             else:
-                raise ApplianceError("send: the operators' helper ended without an answer; "
-                                     "see 'journalctl -u sysrq-appliance-helper'")
+                raise hung_up()

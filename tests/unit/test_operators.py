@@ -293,6 +293,32 @@ def test_a_helper_that_never_answers_costs_one_line_and_exit_1(silent_helper, mo
                    "'journalctl -u sysrq-appliance-helper'\n")
 
 
+@pytest.mark.parametrize("when", ["before the request", "after the request"])
+def test_a_helper_that_hangs_up_unanswered_costs_one_line_and_exit_1(monkeypatch, capsys,
+                                                                     when):
+    """A flooded helper closes a connection without a word (helper.serve): whether the
+    client's request was still to be sent (EPIPE) or was sent (then the end of the stream),
+    one line and exit 1."""
+    import os
+    import socket
+    import threading
+    if os.geteuid() == 0:
+        pytest.skip("root sends itself, never through the helper; the unit tier runs as nobody")
+    client, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if when == "before the request":
+        helper_end.close()
+    else:
+        threading.Thread(target=lambda: (helper_end.recv(opsocket.MAX_REQUEST),
+                                         helper_end.close()), daemon=True).start()
+    monkeypatch.setattr(opsocket, "_connect", lambda path, user, seconds: client)
+    code = cli.main(["--helper-socket", "/nonexistent/helper.sock", "send", "--wait", "0",
+                     "web1", "h"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err == ("sysrq-appliance: send: the operators' helper ended without an answer; see "
+                   "'journalctl -u sysrq-appliance-helper'\n")
+
+
 # ------------------------------------------------------------------ the helper's slots
 
 @pytest.mark.parametrize("serving, uid, refused", [
