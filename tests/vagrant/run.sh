@@ -34,6 +34,7 @@ shift $(($# < 2 ? $# : 2))
 RUN_DIR=${SYSRQ_RUN_DIR:-/var/tmp/sysrq-appliance-vagrant/$RELEASE}
 MACHINES=(sender target)
 LATE=()   # machines that boot in the background while the first scenarios run
+LATE_WAIT=1200   # seconds their `vagrant up` may take (about 110 s here)
 # The bookworm run is the fleet run too: a second Debian 13 target that gets only the box;
 # fleet.scn renders an inventory here and rolls it out with ansible-playbook over the
 # management network (cheaper than a run of its own: the Debian 12 box is shared). It boots
@@ -107,15 +108,18 @@ up() {
     [ -s "$RUN_DIR/box" ] && { log "VMs of an earlier run are recorded in $RUN_DIR: taking them down first"; down; }
     rm -rf "$RUN_DIR"
     mkdir -p "$RUN_DIR" "$SYSRQ_SERIAL_DIR" "$SYSRQ_LOG_DIR"
-    local t
-    local sender_box target_box target2_box
+    local t spec
+    local -A boxes=()   # build-box.sh arguments -> the box's name (each added once)
     t=$(now)
-    # Each on its own line: a failed build must stop the run, never leave a machine to fall
-    # back to another release's box.
-    sender_box=$(add_box "$RELEASE") && [ -n "$sender_box" ] || die "no $RELEASE box"
-    target_box=$(add_box "${TARGET_BOX_ARGS[@]}") && [ -n "$target_box" ] || die "no ${TARGET_BOX_ARGS[*]} box"
-    target2_box=$(add_box "$TARGET_RELEASE") && [ -n "$target2_box" ] || die "no $TARGET_RELEASE box"
-    printf '%s %s %s\n' "$sender_box" "$target_box" "$target2_box" >"$RUN_DIR/box"
+    # A failed build must stop the run, never leave a machine to fall back to another
+    # release's box.
+    for spec in "$RELEASE" "${TARGET_BOX_ARGS[*]}" "$TARGET_RELEASE"; do
+        [ -z "${boxes[$spec]:-}" ] || continue
+        # shellcheck disable=SC2086 # a spec is build-box.sh's arguments
+        boxes[$spec]=$(add_box $spec) && [ -n "${boxes[$spec]}" ] || die "no $spec box"
+    done
+    printf '%s %s %s\n' "${boxes[$RELEASE]}" "${boxes[${TARGET_BOX_ARGS[*]}]}" \
+        "${boxes[$TARGET_RELEASE]}" >"$RUN_DIR/box"
     use_boxes; timing box $(($(now) - t))
     t=$(now); "$HERE/libvirt.sh" start; timing libvirt-start $(($(now) - t))
     if ! ls "$SYSRQ_DEB_DIR"/sysrq-appliance_*.deb >/dev/null 2>&1; then
@@ -149,11 +153,27 @@ start_late() {
     echo $! >"$RUN_DIR/late.pid"
 }
 
-# Until the background `vagrant up` has ended (also when it is not our child: `run.sh test`).
+# Until the background `vagrant up` has ended (also when it is not our child: `run.sh test`),
+# at most $1 seconds: then 1 if it still runs.
 late_ended() {
+    local pid deadline
+    pid=$(cat "$RUN_DIR/late.pid" 2>/dev/null) || return 0
+    deadline=$(($(now) + $1))
+    while [ ! -s "$RUN_DIR/late.rc" ] && kill -0 "$pid" 2>/dev/null; do
+        [ "$(now)" -lt "$deadline" ] || return 1
+        sleep 2
+    done
+}
+
+# Stop the background `vagrant up` if it still runs and is ours: a child of this shell (the
+# pid in late.pid of another run may name another process by now).
+stop_late() {
     local pid
     pid=$(cat "$RUN_DIR/late.pid" 2>/dev/null) || return 0
-    while [ ! -s "$RUN_DIR/late.rc" ] && kill -0 "$pid" 2>/dev/null; do sleep 2; done
+    [ ! -s "$RUN_DIR/late.rc" ] && [ "$(ps -o ppid= -p "$pid" | tr -d ' ')" = "$$" ] || return 0
+    log "stopping the background vagrant up (pid $pid)"
+    pkill -TERM -P "$pid" || true
+    late_ended 60 || { pkill -KILL -P "$pid" || true; kill -KILL "$pid" 2>/dev/null || true; }
 }
 
 await_late() {
@@ -161,7 +181,7 @@ await_late() {
     local t
     t=$(now)
     log "waiting for ${LATE[*]} (booting since the scenarios began)"
-    late_ended
+    late_ended "$LATE_WAIT" || die "vagrant up ${LATE[*]} still runs after $LATE_WAIT s (log: $RUN_DIR/vagrant-up-late.log)"
     if [ "$(cat "$RUN_DIR/late.rc" 2>/dev/null)" != 0 ]; then
         tail -30 "$RUN_DIR/vagrant-up-late.log" >&2
         die "vagrant up ${LATE[*]} failed"
@@ -285,7 +305,10 @@ down() {
     t=$(now)
     if [ -d "$VAGRANT_DOTFILE_PATH" ] && [ -s "$RUN_DIR/box" ]; then
         use_boxes
-        late_ended   # a machine still booting cannot be destroyed by another vagrant
+        # A machine still booting cannot be destroyed by another vagrant: ours is stopped,
+        # another run's awaited (what vagrant then leaves is removed by UUID below).
+        stop_late
+        late_ended "$LATE_WAIT" || log "vagrant up ${LATE[*]} of another run still runs"
         # A domain with a snapshot cannot be undefined (`each` made ours).
         for m in "${MACHINES[@]}"; do
             uuid=$(machine_uuid "$m" 2>/dev/null) &&
