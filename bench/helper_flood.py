@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from netns import netns, scratch as scratch_dir
+from netns import netns, scratch as scratch_dir, sender_etc
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "appliance"))
@@ -31,7 +31,6 @@ from operators import NOBODY, Helper, remove_socket_dir, socket_dir, unused_gid 
 from sysrq_appliance import opsocket  # noqa: E402
 from sysrq_appliance.errors import ApplianceError  # noqa: E402
 
-ENV = {"PYTHONPATH": os.path.join(ROOT, "appliance"), "PATH": os.environ["PATH"]}
 PYTHON = "/usr/bin/python3"
 FLOODER = """
 import select, socket, sys, time
@@ -72,15 +71,9 @@ def main():
     if os.geteuid() != 0:
         sys.exit("helper_flood.py: run as root (a namespace, and the flood as another user)")
     with scratch_dir() as scratch, netns() as ns:
-        etc = os.path.join(scratch, "etc")
-        subprocess.run([PYTHON, "-m", "sysrq_appliance", "pair", "--target", "web1=10.10.25.7",
-                        "--sender", "admin1=10.10.25.1", "--out", os.path.join(scratch, "b"),
-                        "--etc-dir", etc], check=True, stdout=subprocess.DEVNULL, env=ENV)
-        subprocess.run(["cp", "-a", os.path.join(scratch, "b", "sender") + "/.", etc],
-                       check=True)
         gid, directory = unused_gid(), socket_dir()
-        helper = Helper(directory, os.path.join(etc, "appliance.yaml"),
-                        os.path.join(scratch, "state"), gid, prefix=("ip", "netns", "exec", ns))
+        helper = Helper(directory, sender_etc(scratch), os.path.join(scratch, "state"), gid,
+                        prefix=("ip", "netns", "exec", ns))
         try:
             round_trip(helper.path)   # the helper up, the page cache warm
             quiet = [round_trip(helper.path) for _ in range(args.runs)]

@@ -7,6 +7,8 @@ import subprocess
 import tempfile
 import uuid
 
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
 
 def scratch():
     """A private temporary directory under /run (root) or ~/.cache: sysrq-appliance rightly
@@ -25,3 +27,16 @@ def netns():
         yield name
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def sender_etc(scratch):
+    """A sender's /etc/sysrq-appliance in `scratch` (`pair`: admin1 in front of web1); its
+    config's path."""
+    etc = os.path.join(scratch, "etc")
+    subprocess.run(["/usr/bin/python3", "-m", "sysrq_appliance", "pair",
+                    "--target", "web1=10.10.25.7", "--sender", "admin1=10.10.25.1",
+                    "--out", os.path.join(scratch, "b"), "--etc-dir", etc],
+                   check=True, stdout=subprocess.DEVNULL,
+                   env={"PYTHONPATH": os.path.join(ROOT, "appliance"), "PATH": os.environ["PATH"]})
+    subprocess.run(["cp", "-a", os.path.join(scratch, "b", "sender") + "/.", etc], check=True)
+    return os.path.join(etc, "appliance.yaml")

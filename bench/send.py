@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import time
 
-from netns import scratch as scratch_dir
+from netns import scratch as scratch_dir, sender_etc
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 ENV = {"PYTHONPATH": os.path.join(ROOT, "appliance"), "PATH": os.environ["PATH"]}
@@ -32,13 +32,7 @@ def main():
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     with scratch_dir() as scratch:
-        etc = os.path.join(scratch, "etc")
-        subprocess.run([PYTHON, "-m", "sysrq_appliance", "pair", "--target", "web1=10.10.25.7",
-                        "--sender", "admin1=10.10.25.1", "--out", os.path.join(scratch, "b"),
-                        "--etc-dir", etc], check=True, stdout=subprocess.DEVNULL, env=ENV)
-        subprocess.run(["cp", "-a", os.path.join(scratch, "b", "sender") + "/.", etc],
-                       check=True)
-        send = [PYTHON, "-m", "sysrq_appliance", "--config", os.path.join(etc, "appliance.yaml"),
+        send = [PYTHON, "-m", "sysrq_appliance", "--config", sender_etc(scratch),
                 "--state-dir", os.path.join(scratch, "state"), "send", "web1", "s", "--dry-run"]
         bare = [PYTHON, "-c", "pass"]
         wall(send), wall(bare)   # warm the page cache
