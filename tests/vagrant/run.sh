@@ -104,7 +104,7 @@ add_box() {
 up() {
     need_root
     apt_ensure vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 \
-        qemu-utils mmdebstrap dnsmasq-base e2fsprogs openssh-client python3 ansible
+        qemu-utils mmdebstrap dnsmasq-base e2fsprogs openssh-client python3 ansible procps
     [ -s "$RUN_DIR/box" ] && { log "VMs of an earlier run are recorded in $RUN_DIR: taking them down first"; down; }
     rm -rf "$RUN_DIR"
     mkdir -p "$RUN_DIR" "$SYSRQ_SERIAL_DIR" "$SYSRQ_LOG_DIR"
@@ -166,14 +166,27 @@ late_ended() {
 }
 
 # Stop the background `vagrant up` if it still runs and is ours: a child of this shell (the
-# pid in late.pid of another run may name another process by now).
+# pid in late.pid of another run may name another process by now). Vagrant itself runs
+# further down (the subshell's pipeline), so the whole tree below it, by pid.
 stop_late() {
-    local pid
+    local pid tree
     pid=$(cat "$RUN_DIR/late.pid" 2>/dev/null) || return 0
     [ ! -s "$RUN_DIR/late.rc" ] && [ "$(ps -o ppid= -p "$pid" | tr -d ' ')" = "$$" ] || return 0
-    log "stopping the background vagrant up (pid $pid)"
-    pkill -TERM -P "$pid" || true
-    late_ended 60 || { pkill -KILL -P "$pid" || true; kill -KILL "$pid" 2>/dev/null || true; }
+    log "stopping the background vagrant up (pid $pid and what runs below it)"
+    tree=$(descendants "$pid")
+    # shellcheck disable=SC2086 # a list of pids
+    kill -TERM $tree 2>/dev/null || true
+    for _ in $(seq 30); do
+        # shellcheck disable=SC2086
+        kill -0 $tree 2>/dev/null || break
+        sleep 2
+    done
+    # shellcheck disable=SC2086
+    kill -KILL $tree "$pid" 2>/dev/null || true
+}
+descendants() {
+    local child
+    for child in $(pgrep -P "$1"); do descendants "$child"; echo "$child"; done
 }
 
 await_late() {
