@@ -5,8 +5,9 @@ owns /run/sysrq-appliance/operators.sock, root:sysrq-operators 0660, and hands i
 fd 3 (sd_listen_fds). Each connection is served by a child process of its own, so one
 operator's slow sequence never holds up another's rescue; at most MAX_CLIENTS at once, and
 at most MAX_PER_UID of one user's (one operator's retries cannot take every slot). The
-refusals beyond those are told by children too (at most MAX_CLIENTS at once; then closed
-unanswered), so that a flood of them never holds up the accept loop.
+refusals beyond those are told (and audited) by children too, at most MAX_CLIENTS at once;
+beyond that a connection gets one line at once, not audited: a flood never holds up the
+accept loop.
 
 On every connection: the caller's credentials as the kernel recorded them at connect()
 (SO_PEERCRED: pid, uid, gid; SO_PEERGROUPS: its supplementary groups) and a refusal in one
@@ -35,6 +36,9 @@ WRITE_TIMEOUT = 10.0    # seconds for the client to take an answer line
 DRAIN_SECONDS = 1.0     # at most this long reading what a refused client still sends
 MAX_CLIENTS = 8
 MAX_PER_UID = 3
+FLOODED = (f"send: the operators' helper is turning away a flood of requests (more than "
+           f"{MAX_CLIENTS} refusals at once); nothing was sent: try again in a moment "
+           "(or run as root)")
 _GROUPS_BUFFER = 1024   # bytes Python's getsockopt allows: 256 groups
 _UCRED = struct.Struct("iII")   # struct ucred: pid_t, uid_t, gid_t
 
@@ -127,7 +131,7 @@ def serve(listener, gid, group, path, run, max_clients=MAX_CLIENTS, max_per_uid=
     """Accept connections until interrupted. Each is handled by a child (handle), and so is
     each busy refusal (_refuse_busy): its audit entry and its client may each take a while,
     and must not hold up the next operator's connection. With max_clients refusals already
-    being told, a connection is closed unanswered (one operator's flood costs nothing)."""
+    being told, a connection gets the flood's line at once (_turn_away), not audited."""
     serving = {}    # pid -> the uid it serves
     refusing = {}   # pid -> the uid it turns away
     try:
@@ -148,7 +152,7 @@ def serve(listener, gid, group, path, run, max_clients=MAX_CLIENTS, max_per_uid=
             elif len(refusing) < max_clients:
                 refusing[_forked(listener, conn, _refuse_busy, conn, peer, line)] = peer.uid
             else:
-                conn.close()
+                _turn_away(conn)
     except KeyboardInterrupt:   # SIGTERM from systemd (cli.main turns it into this)
         return
 
@@ -203,6 +207,20 @@ def _refuse_busy(conn, peer, line):
         except OSError:
             return
         _drain(conn)   # as for a non-member: the client reads the line before we close
+
+
+def _turn_away(conn):
+    """The flood's line and exit 1, told without waiting for anything: the request the client
+    sent is read first (closing on unread data would reset the connection before the client
+    reads its line), and what does not fit at once is dropped."""
+    with conn:
+        conn.setblocking(False)
+        try:
+            while conn.recv(opsocket.MAX_REQUEST + 1):
+                pass
+        except OSError:
+            pass
+        _finish(Answer(conn), f"sysrq-appliance: {FLOODED}", 1)
 
 
 def handle(conn, gid, group, path, run):

@@ -162,8 +162,9 @@ def request(path, argv, out, err, user, seconds):
             sock.send(data)
         except TimeoutError:
             raise no_answer(path, seconds) from None
-        except ConnectionError:   # closed unanswered: a flood of refusals is being told
-            raise hung_up() from None
+        except ConnectionError:   # it answered (and closed) before the request arrived
+            pass
+        reset = False
         while True:
             try:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
@@ -171,6 +172,11 @@ def request(path, argv, out, err, user, seconds):
             except TimeoutError:
                 raise no_answer(path, seconds) from None
             except ConnectionResetError:
+                # It closed on unread data: the kernel says so first, then gives the answer
+                # that is queued, if any.
+                if not reset:
+                    reset = True
+                    continue
                 message = b""
             kind, text = message[:1], message[1:].decode("utf-8", "replace")
             if kind == STDOUT:

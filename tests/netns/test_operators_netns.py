@@ -8,6 +8,7 @@ through the helper it must end exactly as root's own send does, line for line, a
 may reach the target. With ESP (the real-kernel tier) the operator's `h` is confirmed.
 """
 
+import ast
 import os
 import pathlib
 import subprocess
@@ -212,6 +213,61 @@ def test_one_operator_at_its_cap_is_refused_audited_and_others_are_served(setup)
     refusal = [e for e in setup.sink.entries() if b"per user" in e["SYSRQ_DETAIL"]]
     assert [(field(e, "SYSRQ_UID"), field(e, "SYSRQ_OUTCOME")) for e in refusal] == \
         [(str(NOBODY), "refused")]
+
+
+def test_a_flood_is_turned_away_line_by_line_and_others_are_served(setup):
+    """nobody holds its MAX_PER_UID slots with silent connections, then floods: 30 more
+    requests, never reading the answers. Each gets one line and exit 1: the first refusals
+    are told (and audited) by children, at most MAX_CLIENTS at once, each holding its client
+    a while; the rest get the flood's line at once, not audited. Root's request through the
+    same helper is served meanwhile."""
+    from sysrq_appliance import helper
+    code = ("import socket, sys, time\n"
+            "def connect():\n"
+            "    while True:   # a full backlog refuses at once (EAGAIN): again\n"
+            "        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+            "        s.settimeout(60)\n"
+            "        try:\n"
+            "            s.connect(sys.argv[1])\n"
+            "            return s\n"
+            "        except BlockingIOError:\n"
+            "            s.close()\n"
+            "            time.sleep(0.01)\n"
+            "held = [connect() for _ in range(3)]\n"
+            "flood = [connect() for _ in range(30)]\n"
+            "for s in flood:\n"
+            "    try:\n"
+            "        s.send(b'send\\0--\\0web1\\0h\\0')\n"
+            "    except BrokenPipeError:   # answered (and closed) before the request\n"
+            "        pass\n"
+            "print('flooding', flush=True)\n"
+            "sys.stdin.read()\n"
+            "for s in flood:\n"
+            "    answer = []\n"
+            "    while not answer or answer[-1][:1] != b'x':\n"
+            "        answer.append(s.recv(65536))\n"
+            "    print(repr(answer), flush=True)\n")
+    assert helper.MAX_PER_UID == 3 and helper.MAX_CLIENTS == 8
+    flooder = subprocess.Popen([PYTHON, "-c", code, setup.helper.path], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, user=NOBODY, group=NOBODY,
+                               extra_groups=[setup.gid])
+    try:
+        assert flooder.stdout.readline() == b"flooding\n"
+        other, _ = setup.helper.raw(b"send\0--\0web1\0h\0")   # root, through the helper
+        out, _ = flooder.communicate(b"", timeout=90)
+    finally:
+        flooder.kill()
+    assert other[-1] == b"x1" and b"refuses to send it in plaintext" in other[-2]
+    per_user = [b"esysrq-appliance: send: nobody has 3 requests in hand with the operators' "
+                b"helper already (at most 3 per user); wait for them to end, then try again",
+                b"x1"]
+    flooded = [b"esysrq-appliance: " + helper.FLOODED.encode(), b"x1"]
+    answers = [ast.literal_eval(line) for line in out.decode().splitlines()]
+    assert len(answers) == 30
+    assert all(answer in (per_user, flooded) for answer in answers), answers
+    assert answers.count(flooded) >= 1
+    refusals = [e for e in setup.sink.entries() if b"per user" in e["SYSRQ_DETAIL"]]
+    assert len(refusals) == answers.count(per_user) >= 1
 
 
 def test_a_journald_that_reads_nothing_costs_one_warning_not_a_hang(setup):

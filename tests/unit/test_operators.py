@@ -293,30 +293,47 @@ def test_a_helper_that_never_answers_costs_one_line_and_exit_1(silent_helper, mo
                    "'journalctl -u sysrq-appliance-helper'\n")
 
 
-@pytest.mark.parametrize("when", ["before the request", "after the request"])
-def test_a_helper_that_hangs_up_unanswered_costs_one_line_and_exit_1(monkeypatch, capsys,
-                                                                     when):
-    """A flooded helper closes a connection without a word (helper.serve): whether the
-    client's request was still to be sent (EPIPE) or was sent (then the end of the stream),
-    one line and exit 1."""
+@pytest.mark.parametrize("helper_does", ["hangs up before the request",
+                                         "hangs up after reading it",
+                                         "answers before the request",
+                                         "answers, leaving it unread"])
+def test_a_helper_that_closes_early_costs_its_line_or_one_line_of_ours(monkeypatch, capsys,
+                                                                       helper_does):
+    """However the helper ends a connection (helper.serve: a flood's line is told at once), the
+    client prints its answer when there is one (also after EPIPE on its request, or after
+    the reset a close on unread data causes), and otherwise one line; exit 1, no hang."""
     import os
+    import select
     import socket
     import threading
     if os.geteuid() == 0:
         pytest.skip("root sends itself, never through the helper; the unit tier runs as nobody")
     client, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    if when == "before the request":
+
+    def answer():
+        helper_end.send(opsocket.STDERR + b"sysrq-appliance: flooded")
+        helper_end.send(opsocket.EXIT + b"1")
         helper_end.close()
-    else:
+    if helper_does == "hangs up before the request":
+        helper_end.close()
+    elif helper_does == "answers before the request":
+        answer()
+    elif helper_does == "hangs up after reading it":
         threading.Thread(target=lambda: (helper_end.recv(opsocket.MAX_REQUEST),
                                          helper_end.close()), daemon=True).start()
+    else:
+        threading.Thread(target=lambda: (select.select([helper_end], [], [], 30), answer()),
+                         daemon=True).start()
     monkeypatch.setattr(opsocket, "_connect", lambda path, user, seconds: client)
     code = cli.main(["--helper-socket", "/nonexistent/helper.sock", "send", "--wait", "0",
                      "web1", "h"])
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
-    assert err == ("sysrq-appliance: send: the operators' helper ended without an answer; see "
-                   "'journalctl -u sysrq-appliance-helper'\n")
+    if helper_does.startswith("answers"):
+        assert err == "sysrq-appliance: flooded\n"
+    else:
+        assert err == ("sysrq-appliance: send: the operators' helper ended without an answer; "
+                       "see 'journalctl -u sysrq-appliance-helper'\n")
 
 
 # ------------------------------------------------------------------ the helper's slots
