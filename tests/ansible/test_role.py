@@ -154,23 +154,29 @@ def unpack_script():
     return task["ansible.builtin.shell"]["cmd"]
 
 
-@pytest.mark.parametrize("fault", ["disk full", "a directory in a key's way"])
+@pytest.mark.parametrize("fault", ["disk full", "a directory in a key's way",
+                                   "keys/ a link elsewhere"])
 def test_an_unpack_that_fails_leaves_the_old_config_whole(tmp_path, fault):
     """The half is unpacked beside the live files and renamed into place, the config last. A
     write that fails (a full disk; here a file size limit of 512 bytes, which the config
     exceeds) changes none of the host's files, where unpacking in place left the config half
-    written; a key that cannot be put in place leaves the old config, and its leavers."""
+    written; a key that cannot be put in place leaves the old config, and its leavers; a
+    link in a directory's place is refused, and nothing is written where it points."""
     fleet_render(tmp_path, FLEET)
     etc = tmp_path / "etc"
     shutil.copytree(tmp_path / "out" / "admin1", etc)
     prefix = ""
     if fault == "disk full":
         prefix = "ulimit -f 1\n"    # in 512-byte blocks (dash)
-    else:
+    elif fault == "a directory in a key's way":
         (etc / "keys" / "web1.key").unlink()
         (etc / "keys" / "web1.key").mkdir()
         (etc / "keys" / "web1.key" / "something").write_text("")
-    before = {str(p): p.read_bytes() for p in etc.rglob("*") if p.is_file()}
+    else:
+        shutil.move(etc / "keys", tmp_path / "elsewhere")
+        (etc / "keys").symlink_to(tmp_path / "elsewhere")
+    before = {str(p): p.read_bytes() for p in [*etc.rglob("*"), *tmp_path.glob("elsewhere/*")]
+              if p.is_file()}
     # admin1's next half: web2 left the fleet, web3 joined (a new config; web2's key and
     # password are leavers, web3's are new)
     fleet_render(tmp_path, FLEET.replace("web2, address: 10.10.25.8", "web3, address: 10.10.25.9"))
@@ -182,7 +188,7 @@ def test_an_unpack_that_fails_leaves_the_old_config_whole(tmp_path, fault):
     result = subprocess.run(["sh", "-c", prefix + unpack_script()], cwd=etc,
                             capture_output=True, text=True)
     assert result.returncode != 0 and "unpacked" not in result.stdout, result
-    after = {str(p): p.read_bytes() for p in etc.rglob("*")
+    after = {str(p): p.read_bytes() for p in [*etc.rglob("*"), *tmp_path.glob("elsewhere/*")]
              if p.is_file() and p.name != ".fleet-half.tar"}
     assert after == before    # web1's key is the first file to go in place: none did
     assert not (etc / ".fleet-half.new").exists()
