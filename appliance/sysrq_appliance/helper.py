@@ -211,13 +211,14 @@ def _refuse_busy(conn, peer, line):
 
 def _turn_away(conn):
     """The flood's line and exit 1, told without waiting for anything: the request the client
-    sent is read first (closing on unread data would reset the connection before the client
-    reads its line), and what does not fit at once is dropped."""
+    sent is read first (closing on unread data makes the client's next read fail once
+    before its answer), a few messages at most, and what does not fit at once is dropped."""
     with conn:
         conn.setblocking(False)
         try:
-            while conn.recv(opsocket.MAX_REQUEST + 1):
-                pass
+            for _ in range(4):   # one request is all a client sends
+                if not conn.recv(opsocket.MAX_REQUEST + 1):
+                    break
         except OSError:
             pass
         _finish(Answer(conn), f"sysrq-appliance: {FLOODED}", 1)
