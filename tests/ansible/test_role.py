@@ -188,6 +188,9 @@ def test_an_unpack_that_fails_leaves_the_old_config_whole(tmp_path, fault):
     result = subprocess.run(["sh", "-c", prefix + unpack_script()], cwd=etc,
                             capture_output=True, text=True)
     assert result.returncode != 0 and "unpacked" not in result.stdout, result
+    if fault == "keys/ a link elsewhere":
+        assert result.stderr == f"{etc}/keys is not a directory (a link, or a file): " \
+            "remove it, then run again\n"
     after = {str(p): p.read_bytes() for p in [*etc.rglob("*"), *tmp_path.glob("elsewhere/*")]
              if p.is_file() and p.name != ".fleet-half.tar"}
     assert after == before    # web1's key is the first file to go in place: none did

@@ -145,8 +145,9 @@ start_late() {
     rm -f "$RUN_DIR/late.rc" "$RUN_DIR/late.ready"
     (
         t=$(now) rc=0
+        # The log's writer ignores stop_late's TERM: it ends with vagrant's output.
         vagrant up --no-tty --provider=libvirt "${LATE[@]}" 2>&1 |
-            stamp >"$RUN_DIR/vagrant-up-late.log" || rc=$?
+            { trap '' TERM; stamp; } >"$RUN_DIR/vagrant-up-late.log" || rc=$?
         echo "vagrant-up-late $(($(now) - t))" >>"$RUN_DIR/timings"
         echo "$rc" >"$RUN_DIR/late.rc"
     ) </dev/null &
@@ -181,8 +182,8 @@ stop_late() {
         kill -0 $tree 2>/dev/null || break
         sleep 2
     done
-    # shellcheck disable=SC2086
-    kill -KILL $tree "$pid" 2>/dev/null || true
+    # shellcheck disable=SC2086 # what is left, and what vagrant started meanwhile
+    kill -KILL $tree $(descendants "$pid") "$pid" 2>/dev/null || true
 }
 descendants() {
     local child
