@@ -15,7 +15,7 @@ for tier in "$@"; do
         realkernel) packages="$packages qemu-system-x86 mmdebstrap e2fsprogs" ;;
         vagrant) packages="$packages vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients
                   qemu-system-x86 qemu-utils mmdebstrap dnsmasq-base e2fsprogs ansible
-                  fdisk apt-utils procps" ;;
+                  fdisk apt-utils procps iproute2" ;;
         *) echo "install-deps: unknown tier '$tier' (use unit netns package ansible realkernel vagrant)" >&2; exit 2 ;;
     esac
 done

@@ -35,6 +35,7 @@ RUN_DIR=${SYSRQ_RUN_DIR:-/var/tmp/sysrq-appliance-vagrant/$RELEASE}
 MACHINES=(sender target)
 LATE=()   # machines that boot in the background while the first scenarios run
 LATE_WAIT=1200   # seconds their `vagrant up` may take (about 110 s here)
+REBOOT_STALL=240   # seconds of Vagrant waiting for a reboot before reboot_watchdog steps in
 # The bookworm run is the fleet run too: a second Debian 13 target that gets only the box;
 # fleet.scn renders an inventory here and rolls it out with ansible-playbook over the
 # management network (cheaper than a run of its own: the Debian 12 box is shared). It boots
@@ -104,7 +105,7 @@ add_box() {
 up() {
     need_root
     apt_ensure vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 \
-        qemu-utils mmdebstrap dnsmasq-base e2fsprogs openssh-client python3 ansible procps
+        qemu-utils mmdebstrap dnsmasq-base e2fsprogs openssh-client python3 ansible procps iproute2
     [ -s "$RUN_DIR/box" ] && { log "VMs of an earlier run are recorded in $RUN_DIR: taking them down first"; down; }
     rm -rf "$RUN_DIR"
     mkdir -p "$RUN_DIR" "$SYSRQ_SERIAL_DIR" "$SYSRQ_LOG_DIR"
@@ -127,14 +128,43 @@ up() {
     fi
     log "vagrant up (log: $RUN_DIR/vagrant-up.log)"
     t=$(now)
+    : >"$RUN_DIR/vagrant-up.log"
+    reboot_watchdog "$RUN_DIR/vagrant-up.log" &
+    local watchdog=$!
     if ! vagrant up --no-tty --provider=libvirt "${MACHINES[@]}" 2>&1 | stamp >"$RUN_DIR/vagrant-up.log"; then
+        stop_pid_tree "$watchdog"
         tail -30 "$RUN_DIR/vagrant-up.log" >&2
         die "vagrant up failed"
     fi
+    stop_pid_tree "$watchdog"
     timing vagrant-up $(($(now) - t))
     vagrant ssh-config "${MACHINES[@]}" >"$RUN_DIR/ssh-config"
     guest_memory
     start_late
+}
+
+# Vagrant's wait for a kernel machine's reboot (`reboot: true`) sometimes hangs for good: it
+# waits on an ssh connection opened before the reboot, which the guest forgot, with nothing
+# to send (seen after 7 and after 11 minutes; a reboot takes 1-2 here). Once the log has said
+# "Waiting for machine to reboot..." for REBOOT_STALL seconds and nothing since, that guest's
+# ssh connections are aborted (ss -K): Vagrant takes it as the reboot's disconnect and
+# connects again. Errors here are never the run's: it only watches.
+reboot_watchdog() {
+    set +e
+    local log=$1 size last=-1 since m ip
+    since=$(now)
+    while sleep 10; do
+        size=$(stat -c %s "$log" 2>/dev/null) || continue
+        if [ "$size" != "$last" ]; then last=$size since=$(now); continue; fi
+        m=$(tail -n 1 "$log" | sed -n 's/.*==> \([A-Za-z0-9_-]*\): Waiting for machine to reboot\.\.\.$/\1/p')
+        [ -n "$m" ] && [ $(($(now) - since)) -ge "$REBOOT_STALL" ] || continue
+        for ip in $(virsh -q domifaddr "$SYSRQ_LIBVIRT_PREFIX-$m" --source lease |
+                    awk '$3 == "ipv4" {sub("/.*", "", $4); print $4}'); do
+            log "vagrant has waited $(($(now) - since)) s for $m's reboot: aborting its ssh connections to $ip"
+            ss -K dst "$ip" dport = 22 >/dev/null 2>&1
+        done
+        since=$(now)   # once per stall
+    done
 }
 
 # The LATE machines: `vagrant up` in the background (its exit code in late.rc), awaited by
@@ -184,6 +214,10 @@ stop_late() {
     done
     # shellcheck disable=SC2086 # what is left, and what vagrant started meanwhile
     kill -KILL $tree $(descendants "$pid") "$pid" 2>/dev/null || true
+}
+stop_pid_tree() {
+    # shellcheck disable=SC2046 # a list of pids
+    kill "$1" $(descendants "$1") 2>/dev/null || true
 }
 descendants() {
     local child
