@@ -153,7 +153,7 @@ reboot_watchdog() {
     set +e
     local log=$1 size last=-1 since m ip
     since=$(now)
-    while sleep 10; do
+    while sleep 10 && kill -0 $$ 2>/dev/null; do   # never outlives run.sh
         size=$(stat -c %s "$log" 2>/dev/null) || continue
         if [ "$size" != "$last" ]; then last=$size since=$(now); continue; fi
         m=$(tail -n 1 "$log" | sed -n 's/.*==> \([A-Za-z0-9_-]*\): Waiting for machine to reboot\.\.\.$/\1/p')
