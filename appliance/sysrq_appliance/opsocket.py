@@ -116,11 +116,6 @@ def busy(path, seconds):
                           "nothing was sent: try again in a moment")
 
 
-def hung_up():
-    return ApplianceError("send: the operators' helper ended without an answer; see "
-                          "'journalctl -u sysrq-appliance-helper'")
-
-
 def _connect(path, user, seconds):
     """A socket connected to the helper. With its queue full, an AF_UNIX connect() fails at
     once (EAGAIN) instead of waiting: try again until `seconds` have passed."""
@@ -186,4 +181,5 @@ def request(path, argv, out, err, user, seconds):
             elif kind == EXIT and text.isdigit():
                 return int(text)
             else:
-                raise hung_up()
+                raise ApplianceError("send: the operators' helper ended without an answer; "
+                                     "see 'journalctl -u sysrq-appliance-helper'")

@@ -212,12 +212,14 @@ stop_late() {
         kill -0 $tree 2>/dev/null || break
         sleep 2
     done
-    # shellcheck disable=SC2086 # what is left, and what vagrant started meanwhile
-    kill -KILL $tree $(descendants "$pid") "$pid" 2>/dev/null || true
+    # shellcheck disable=SC2086 # what is left (also if orphaned meanwhile)
+    kill -KILL $tree 2>/dev/null || true
+    stop_pid_tree "$pid" KILL   # and what vagrant started meanwhile
 }
+# Signal PID and every process below it (TERM unless $2 names another signal).
 stop_pid_tree() {
     # shellcheck disable=SC2046 # a list of pids
-    kill "$1" $(descendants "$1") 2>/dev/null || true
+    kill -"${2:-TERM}" "$1" $(descendants "$1") 2>/dev/null || true
 }
 descendants() {
     local child
